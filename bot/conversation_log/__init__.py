@@ -1,0 +1,5 @@
+"""The conversation log: every turn, vote and staff label, in one SQL database."""
+
+from bot.conversation_log.store import ConversationStore, LabeledTurn
+
+__all__ = ["ConversationStore", "LabeledTurn"]

@@ -1,0 +1,154 @@
+"""Ordered, named schema migrations (our tested equivalent of Alembic).
+
+Each migration is a function of a `Connection`, written against the schema *as it was* at that
+point (never against today's ORM models), so an old database upgrades step by step and keeps
+its rows. Applied names are recorded in `schema_migrations`; `migrate` runs the missing ones,
+each in its own transaction. Add new ones at the end; never edit or reorder old ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    inspect,
+    text,
+)
+from sqlalchemy.engine import Connection, Engine
+
+from bot.conversation_log.schema import utcnow
+
+log = logging.getLogger(__name__)
+
+Migration = Callable[[Connection], None]
+
+
+def m001_initial(conn: Connection) -> None:
+    md = MetaData()
+    Table(
+        "conversations",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("channel", String(32), nullable=False),
+        Column("conversation_key", String(255), nullable=False),
+        Column("user_id", String(255), nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        UniqueConstraint("channel", "conversation_key", name="uq_conversation_key"),
+    )
+    Table(
+        "turns",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("conversation_id", Integer, ForeignKey("conversations.id"), nullable=False, index=True),
+        Column("question", Text, nullable=False),
+        Column("route", String(16), nullable=False, index=True),
+        Column("confidence", Float, nullable=False),
+        Column("route_reason", Text, nullable=False),
+        Column("answer", Text, nullable=False),
+        Column("sources", JSON, nullable=False),
+        Column("model_version", String(64), nullable=False),
+        Column("router_version", String(64), nullable=False),
+        Column("latency_ms", Float, nullable=False),
+        Column("channel", String(32), nullable=False),
+        Column("user_id", String(255), nullable=False),
+        Column("slack_channel", String(64), nullable=False),
+        Column("thread_ts", String(32), nullable=False),
+        Column("message_ts", String(32), nullable=False, index=True),
+        Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    )
+    Table(
+        "feedback",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("turn_id", Integer, ForeignKey("turns.id"), nullable=False, index=True),
+        Column("user_id", String(255), nullable=False),
+        Column("vote", Integer, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+        UniqueConstraint("turn_id", "user_id", name="uq_feedback_vote"),
+    )
+    Table(
+        "staff_labels",
+        md,
+        Column("id", Integer, primary_key=True),
+        Column("turn_id", Integer, ForeignKey("turns.id"), nullable=False, index=True),
+        Column("staff_user_id", String(255), nullable=False),
+        Column("verdict", String(16), nullable=False),
+        Column("corrected_answer", Text, nullable=False),
+        Column("correct_route", String(16), nullable=False),
+        Column("note", Text, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, index=True),
+    )
+    Table(
+        "processed_events",
+        md,
+        Column("event_id", String(255), primary_key=True),
+        Column("received_at", DateTime(timezone=True), nullable=False),
+    )
+    md.create_all(conn)
+
+
+def m002_turn_fallback_reason(conn: Connection) -> None:
+    """Why a turn did not get its first-choice answer (low confidence, backend down, loop)."""
+    conn.execute(text("ALTER TABLE turns ADD COLUMN fallback_reason TEXT NOT NULL DEFAULT ''"))
+
+
+MIGRATIONS: list[tuple[str, Migration]] = [
+    ("001_initial", m001_initial),
+    ("002_turn_fallback_reason", m002_turn_fallback_reason),
+]
+
+
+def _ensure_ledger(engine: Engine) -> None:
+    md = MetaData()
+    Table(
+        "schema_migrations",
+        md,
+        Column("name", String(128), primary_key=True),
+        Column("applied_at", DateTime(timezone=True), nullable=False),
+    )
+    md.create_all(engine)
+
+
+def applied_migrations(engine: Engine) -> list[str]:
+    if not inspect(engine).has_table("schema_migrations"):
+        return []
+    with engine.connect() as conn:
+        return [row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))]
+
+
+def migrate(engine: Engine, upto: str | None = None) -> list[str]:
+    """Apply missing migrations in order (up to and including `upto`); return their names."""
+    _ensure_ledger(engine)
+    done = set(applied_migrations(engine))
+    ran = []
+    for name, fn in MIGRATIONS:
+        if name not in done:
+            with engine.begin() as conn:
+                # Another replica may have migrated between our read and this transaction.
+                exists = conn.execute(
+                    text("SELECT 1 FROM schema_migrations WHERE name = :n"), {"n": name}
+                ).first()
+                if exists is None:
+                    fn(conn)
+                    conn.execute(
+                        text("INSERT INTO schema_migrations (name, applied_at) VALUES (:n, :t)"),
+                        {"n": name, "t": utcnow()},
+                    )
+                    log.info("applied migration %s", name)
+                    ran.append(name)
+        if name == upto:
+            break
+    return ran

@@ -1,0 +1,319 @@
+"""All database access of the conversation log.
+
+One `ConversationStore` per process, built from settings at the entry point. Every write is
+one transaction that starts with a write (insert-or-ignore), so concurrent writers on SQLite
+queue on the lock instead of failing a stale read snapshot, and on Postgres the unique
+constraints settle races between replicas.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.answer import Answer, AskContext
+from bot.conversation_log.migrations import migrate
+from bot.conversation_log.schema import (
+    Conversation,
+    Feedback,
+    ProcessedEvent,
+    StaffLabel,
+    Turn,
+    utcnow,
+)
+from bot.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+@dataclass(frozen=True)
+class LabeledTurn:
+    """A turn with the latest staff label on it: the unit of training data."""
+
+    turn_id: int
+    question: str
+    answer: str
+    route: str
+    verdict: str
+    corrected_answer: str
+    correct_route: str
+    staff_user_id: str
+    labeled_at: datetime
+
+
+def make_engine(url: str, echo: bool = False) -> Engine:
+    """Create the engine; SQLite gets WAL and a busy timeout so writers wait instead of failing."""
+    is_sqlite = url.startswith("sqlite")
+    if is_sqlite and url not in ("sqlite://", "sqlite:///:memory:"):
+        Path(url.split("sqlite:///", 1)[-1]).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    if is_sqlite:
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    else:
+        kwargs["pool_pre_ping"] = True
+    engine = create_engine(url, **kwargs)
+    if is_sqlite:
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+
+    return engine
+
+
+class ConversationStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str, echo: bool = False) -> ConversationStore:
+        """Open (and migrate) the log; a bad URL or unreachable server becomes a `StoreError`."""
+        try:
+            engine = make_engine(url, echo=echo)
+            migrate(engine)
+        except OperationalError as exc:
+            raise StoreError(
+                f"database.url: cannot open the conversation log ({exc.orig}); check the URL, "
+                "that the server runs, and SUPPORTBOT_DATABASE_PASSWORD"
+            ) from None
+        except Exception as exc:  # unknown driver, malformed URL
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"database.url: {exc} (use e.g. sqlite:///var/supportbot.db or "
+                             "postgresql+psycopg://user@host/db)") from None
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def _insert_ignore(self, session: Session, model: type, values: dict[str, Any], keys: list[str]) -> int:
+        """Insert unless a row with the same unique key exists; return rows inserted (0/1)."""
+        dialect = self.engine.dialect.name
+        if dialect == "sqlite":
+            stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
+        elif dialect == "postgresql":
+            stmt = postgresql.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
+        else:
+            exists = session.execute(
+                select(model).filter_by(**{k: values[k] for k in keys})
+            ).first()
+            if exists is not None:
+                return 0
+            session.add(model(**values))
+            session.flush()
+            return 1
+        return int(session.execute(stmt).rowcount or 0)
+
+    # --- turns -----------------------------------------------------------------------------
+
+    def log_turn(self, question: str, answer: Answer, ctx: AskContext) -> int:
+        key = ctx.conversation_key or f"{ctx.channel}:{ctx.user}"
+        with self._tx() as s:
+            self._insert_ignore(
+                s,
+                Conversation,
+                {"channel": ctx.channel, "conversation_key": key, "user_id": ctx.user, "started_at": utcnow()},
+                ["channel", "conversation_key"],
+            )
+            conv_id = s.execute(
+                select(Conversation.id).where(
+                    Conversation.channel == ctx.channel, Conversation.conversation_key == key
+                )
+            ).scalar_one()
+            turn = Turn(
+                conversation_id=conv_id,
+                question=question,
+                route=answer.route,
+                confidence=float(answer.confidence),
+                route_reason=answer.reason,
+                answer=answer.text,
+                sources=[asdict(src) for src in answer.sources],
+                model_version=answer.model_version,
+                router_version=answer.router_version,
+                latency_ms=float(answer.latency_ms),
+                channel=ctx.channel,
+                user_id=ctx.user,
+                slack_channel=ctx.slack_channel,
+                thread_ts=ctx.thread_ts,
+                message_ts="",
+                fallback_reason=answer.fallback_reason,
+                created_at=utcnow(),
+            )
+            s.add(turn)
+            s.flush()
+            return turn.id
+
+    def set_message_ts(self, turn_id: int, message_ts: str) -> None:
+        """Remember the Slack ts of the posted answer so shortcuts/reactions find the turn."""
+        with self._tx() as s:
+            s.execute(update(Turn).where(Turn.id == turn_id).values(message_ts=message_ts))
+
+    def get_turn(self, turn_id: int) -> Turn | None:
+        with self._sessions() as s:
+            return s.get(Turn, turn_id)
+
+    def turn_by_message(self, slack_channel: str, message_ts: str) -> Turn | None:
+        with self._sessions() as s:
+            return s.execute(
+                select(Turn).where(Turn.slack_channel == slack_channel, Turn.message_ts == message_ts)
+            ).scalars().first()
+
+    def last_turn_for(self, channel: str, conversation_key: str) -> Turn | None:
+        with self._sessions() as s:
+            return s.execute(
+                select(Turn)
+                .join(Conversation)
+                .where(Conversation.channel == channel, Conversation.conversation_key == conversation_key)
+                .order_by(Turn.id.desc())
+            ).scalars().first()
+
+    def count_turns(self) -> int:
+        with self._sessions() as s:
+            return int(s.execute(select(func.count(Turn.id))).scalar_one())
+
+    def recent_turns(self, limit: int = 20) -> list[Turn]:
+        with self._sessions() as s:
+            return list(s.execute(select(Turn).order_by(Turn.id.desc()).limit(limit)).scalars())
+
+    # --- feedback and labels ---------------------------------------------------------------
+
+    def record_feedback(self, turn_id: int, user_id: str, vote: int) -> None:
+        """One vote per user per answer; voting again replaces the earlier vote."""
+        if vote not in (1, -1):
+            raise ValueError("vote must be +1 or -1")
+        now = utcnow()
+        with self._tx() as s:
+            inserted = self._insert_ignore(
+                s,
+                Feedback,
+                {"turn_id": turn_id, "user_id": user_id, "vote": vote, "created_at": now, "updated_at": now},
+                ["turn_id", "user_id"],
+            )
+            if not inserted:
+                s.execute(
+                    update(Feedback)
+                    .where(Feedback.turn_id == turn_id, Feedback.user_id == user_id)
+                    .values(vote=vote, updated_at=now)
+                )
+
+    def feedback_for(self, turn_id: int) -> dict[str, int]:
+        with self._sessions() as s:
+            rows = s.execute(select(Feedback.user_id, Feedback.vote).where(Feedback.turn_id == turn_id))
+            return {user: vote for user, vote in rows}
+
+    def add_staff_label(
+        self,
+        turn_id: int,
+        staff_user_id: str,
+        verdict: str,
+        corrected_answer: str = "",
+        correct_route: str = "",
+        note: str = "",
+    ) -> int:
+        if verdict not in ("correct", "incorrect"):
+            raise ValueError("verdict must be 'correct' or 'incorrect'")
+        if correct_route and correct_route not in ("domain", "retrieval", "escalate"):
+            raise ValueError("correct_route must be domain, retrieval or escalate")
+        with self._tx() as s:
+            label = StaffLabel(
+                turn_id=turn_id,
+                staff_user_id=staff_user_id,
+                verdict=verdict,
+                corrected_answer=corrected_answer,
+                correct_route=correct_route,
+                note=note,
+                created_at=utcnow(),
+            )
+            s.add(label)
+            s.flush()
+            return label.id
+
+    def labeled_turns(self, since: datetime | None = None) -> list[LabeledTurn]:
+        """The latest staff label per turn (a later label overrides an earlier one)."""
+        with self._sessions() as s:
+            latest = (
+                select(StaffLabel.turn_id, func.max(StaffLabel.id).label("label_id"))
+                .group_by(StaffLabel.turn_id)
+                .subquery()
+            )
+            stmt = (
+                select(Turn, StaffLabel)
+                .join(latest, latest.c.turn_id == Turn.id)
+                .join(StaffLabel, StaffLabel.id == latest.c.label_id)
+                .order_by(StaffLabel.id)
+            )
+            if since is not None:
+                stmt = stmt.where(StaffLabel.created_at > since)
+            return [
+                LabeledTurn(
+                    turn_id=t.id,
+                    question=t.question,
+                    answer=t.answer,
+                    route=t.route,
+                    verdict=lab.verdict,
+                    corrected_answer=lab.corrected_answer,
+                    correct_route=lab.correct_route,
+                    staff_user_id=lab.staff_user_id,
+                    labeled_at=lab.created_at,
+                )
+                for t, lab in s.execute(stmt)
+            ]
+
+    def count_labels_since(self, since: datetime | None) -> int:
+        with self._sessions() as s:
+            stmt = select(func.count(StaffLabel.id))
+            if since is not None:
+                stmt = stmt.where(StaffLabel.created_at > since)
+            return int(s.execute(stmt).scalar_one())
+
+    # --- Slack event de-duplication --------------------------------------------------------
+
+    def claim_event(self, event_id: str) -> bool:
+        """True for the first caller with this event id, in any process sharing the database."""
+        with self._tx() as s:
+            return bool(
+                self._insert_ignore(
+                    s, ProcessedEvent, {"event_id": event_id, "received_at": utcnow()}, ["event_id"]
+                )
+            )
+
+    # --- dashboards --------------------------------------------------------------------------
+
+    def route_counts(self, since: datetime | None = None) -> dict[str, int]:
+        with self._sessions() as s:
+            stmt = select(Turn.route, func.count(Turn.id)).group_by(Turn.route)
+            if since is not None:
+                stmt = stmt.where(Turn.created_at >= since)
+            return {route: int(n) for route, n in s.execute(stmt)}
+
+    def vote_totals(self, since: datetime | None = None) -> dict[str, int]:
+        with self._sessions() as s:
+            stmt = select(Feedback.vote, func.count(Feedback.id)).group_by(Feedback.vote)
+            if since is not None:
+                stmt = stmt.where(Feedback.updated_at >= since)
+            counts = {int(v): int(n) for v, n in s.execute(stmt)}
+        return {"up": counts.get(1, 0), "down": counts.get(-1, 0)}

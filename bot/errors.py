@@ -1,0 +1,31 @@
+"""The few error types the framework raises on purpose.
+
+Boundaries (CLI, Slack error handler, Rasa action server, indexer, training job) catch
+`BotError` and turn it into an exit code, a polite reply, a skipped file or a kept model.
+Anything else is a bug and is allowed to surface with a traceback in the logs.
+"""
+
+from __future__ import annotations
+
+
+class BotError(Exception):
+    """Base for errors a user can act on; the message says what to do."""
+
+
+class ConfigError(BotError):
+    """The configuration is invalid; the message names the key and the fix."""
+
+
+class ModelNotFoundError(BotError):
+    """A model the config asks for is not installed or not at the configured path."""
+
+
+class AnswererUnavailable(BotError):
+    """An answerer cannot answer right now (server down, model missing, degenerate output).
+
+    The pipeline catches it and falls back to the next route instead of failing the customer.
+    """
+
+
+class StoreError(BotError):
+    """The conversation log cannot be opened or migrated."""

@@ -1,0 +1,120 @@
+"""Config errors a user meets: each names the key and the fix; the CLI exits 2 without a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot.config import load_settings
+from bot.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_config_is_valid_and_matches_defaults() -> None:
+    settings = load_settings(REPO / "config.toml", env={})
+    assert settings.knowledge.dir == REPO / "knowledge"
+    assert settings.state_dir == REPO / "var"
+    assert settings.router.fallback_order == ["escalate"]
+
+
+def test_wrong_type_names_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "[knowledge]\ntop_k = 'many'\n"), env={})
+    assert str(err.value).startswith("knowledge.top_k:")
+    assert "'many'" in str(err.value)
+
+
+def test_unknown_key_lists_known_keys(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "[knowledge]\ntopk = 3\n"), env={})
+    message = str(err.value)
+    assert message.startswith("knowledge.topk: unknown key")
+    assert "top_k" in message
+
+
+def test_missing_explicit_file_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(tmp_path / "nope.toml", env={})
+    assert "config file not found" in str(err.value)
+    assert "--config" in str(err.value)
+
+
+def test_secret_in_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, "[slack]\nbot_token = 'xoxb-123'\n"), env={})
+    assert "SLACK_BOT_TOKEN" in str(err.value)
+
+
+def test_environment_overrides_file_and_parses_lists(tmp_path: Path) -> None:
+    path = write(tmp_path, "[knowledge]\ntop_k = 3\n")
+    env = {
+        "SUPPORTBOT_KNOWLEDGE__TOP_K": "7",
+        "SUPPORTBOT_SLACK__STAFF_USER_IDS": '["U1", "U2"]',
+        "SLACK_BOT_TOKEN": "xoxb-secret",
+    }
+    settings = load_settings(path, env=env)
+    assert settings.knowledge.top_k == 7
+    assert settings.slack.staff_user_ids == ["U1", "U2"]
+    assert settings.secrets.slack_bot_token is not None
+    assert "xoxb-secret" not in str(settings.masked())
+
+
+def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, "[knowledge]\ndir = 'docs'\n"), env={})
+    assert settings.knowledge.dir == tmp_path / "docs"
+    assert settings.state_dir == tmp_path / "var"
+
+
+def test_database_password_comes_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[database]\nurl = 'postgresql+psycopg://bot@db:5432/support'\n")
+    settings = load_settings(path, env={"SUPPORTBOT_DATABASE_PASSWORD": "s3cret"})
+    assert settings.database_url == "postgresql+psycopg://bot:s3cret@db:5432/support"
+    assert "s3cret" not in str(settings.masked())
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli.main", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
+        timeout=120,
+    )
+
+
+def test_cli_config_check_bad_type_is_one_line_exit_2(tmp_path: Path) -> None:
+    path = write(tmp_path, "[slack]\nhttp_port = 'eighty'\n")
+    result = run_cli("--config", str(path), "config", "check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: slack.http_port: Input should be a valid integer, unable to parse string as an "
+        "integer, got 'eighty' (fix the value in config.toml or the environment)"
+    ]
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_config_check_masks_secrets(tmp_path: Path) -> None:
+    path = write(tmp_path, "")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot.cli.main", "--config", str(path), "config", "check", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "SLACK_SIGNING_SECRET": "topsecret"},
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "topsecret" not in result.stdout
+    assert '"SLACK_SIGNING_SECRET": "***"' in result.stdout
+    assert '"SLACK_BOT_TOKEN": "(unset)"' in result.stdout

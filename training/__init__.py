@@ -1,0 +1,1 @@
+"""Offline jobs: dataset export, LoRA fine-tuning, evaluation gate, registry, router training."""
