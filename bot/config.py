@@ -67,8 +67,13 @@ class ModelsConfig(_Section):
         None,
         description="A GGUF file to use instead of the bundled one (converted the same way).",
     )
+    cache_dir: Path | None = Field(
+        None,
+        description="Where converted models are cached. Empty: <state_dir>/models. Images bake "
+        "the conversion in at build time by pointing this outside the state volume.",
+    )
     torch_threads: int = Field(
-        0, ge=0, description="torch intra-op threads; 0 = one per physical core."
+        0, ge=0, description="torch intra-op threads; 0 = one per CPU core."
     )
 
 
@@ -183,6 +188,20 @@ class SlackConfig(_Section):
 class RasaConfig(_Section):
     host: str = Field("0.0.0.0", description="Bind address of the Rasa action server.")
     port: int = Field(5055, ge=0, le=65535, description="Port of the Rasa action server.")
+    affirm_intents: list[str] = Field(
+        default_factory=lambda: ["affirm"],
+        description="Rasa intents that action_support_feedback records as a thumbs-up on the last answer.",
+    )
+    deny_intents: list[str] = Field(
+        default_factory=lambda: ["deny"],
+        description="Rasa intents that action_support_feedback records as a thumbs-down on the last answer.",
+    )
+    answer_threads: int = Field(
+        1,
+        ge=1,
+        description="Questions the action server answers at once; the models share the same CPU "
+        "cores, so more mainly helps when the domain model runs on a separate server.",
+    )
 
 
 class TrainingConfig(_Section):
@@ -190,6 +209,82 @@ class TrainingConfig(_Section):
         Path("data/seed_domain.jsonl"),
         description="JSONL of chat messages that teaches the domain model the shop's expertise.",
     )
+    include_retrieval_turns: bool = Field(
+        False,
+        description="Also train on staff-labeled retrieval turns (policy text changes often, "
+        "so by default only the domain route's stable expertise is learned).",
+    )
+    redact_patterns: list[str] = Field(
+        default_factory=list,
+        description="Extra regular expressions whose matches are replaced by [REDACTED] before "
+        "training data is written (emails, phone and card numbers are always redacted).",
+    )
+    eval_fraction: float = Field(
+        0.15, gt=0.0, lt=1.0, description="Share of examples held out for evaluation (by question hash)."
+    )
+    lora_r: int = Field(16, ge=1, description="LoRA rank.")
+    lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Linear layers that get LoRA weights (names inside the base model).",
+    )
+    epochs: int = Field(3, ge=1, description="Passes over the training split.")
+    max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps; 0 = no cap.")
+    lr: float = Field(3e-4, gt=0.0, description="Peak learning rate (linear warmup, then linear decay).")
+    warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
+    max_length: int = Field(256, ge=16, description="Longest training sequence in tokens; longer answers are cut.")
+    batch_size: int = Field(8, ge=1, description="Examples per forward pass.")
+    grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
+    seed: int = Field(0, description="Seed for shuffling, LoRA init and dropout: same data + seed = same adapter.")
+    checkpoint_every: int = Field(
+        20, ge=1, description="Optimizer steps between checkpoints an interrupted run resumes from."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: the GPU when torch sees one, else the CPU."
+    )
+    eval_max_questions: int = Field(
+        12, ge=0, description="Held-out questions answered by greedy generation for the answer metric."
+    )
+    eval_max_new_tokens: int = Field(96, ge=1, description="Longest generated answer during evaluation.")
+    answer_metric: Literal["token_f1", "rouge_l"] = Field(
+        "token_f1", description="Answer metric the gate compares (degenerate answers score 0)."
+    )
+    promote_margin: float = Field(
+        0.02,
+        ge=0.0,
+        lt=1.0,
+        description="The candidate's held-out perplexity must be at least this share lower than the "
+        "served adapter's (or the base model's when none is served).",
+    )
+    min_metric_gain: float = Field(
+        0.0, description="The candidate's answer metric must beat the served one by at least this much."
+    )
+    min_new_labels: int = Field(
+        20, ge=0, description="A scheduled run starts only when this many staff labels arrived since the last run."
+    )
+    schedule_cron: str = Field(
+        "0 3 * * 1", description="When `train schedule` checks for new labels (cron, local time)."
+    )
+    retrain_router: bool = Field(True, description="Retrain the router from staff route labels in `train run`.")
+
+    @model_validator(mode="after")
+    def _valid_patterns_and_cron(self) -> TrainingConfig:
+        import re
+
+        for pattern in self.redact_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"training.redact_patterns: {pattern!r} is not a valid regex ({exc})") from None
+        from croniter import croniter
+
+        if not croniter.is_valid(self.schedule_cron):
+            raise ValueError(
+                f"training.schedule_cron: {self.schedule_cron!r} is not a cron expression "
+                "(five fields, e.g. '0 3 * * 1' for Mondays 03:00)"
+            )
+        return self
 
 
 class Secrets(BaseModel):

@@ -116,7 +116,8 @@ def base_llm_dir(settings: Settings) -> Path:
             )
         return configured
     gguf = base_gguf_path(settings)
-    target = settings.state_dir / "models" / f"{gguf.stem}-{_fingerprint(gguf)}"
+    cache = settings.models.cache_dir or settings.state_dir / "models"
+    target = cache / f"{gguf.stem}-{_fingerprint(gguf)}"
     if (target / CONVERSION_MARKER).is_file():
         return target
     convert_gguf_to_hf(gguf, target)

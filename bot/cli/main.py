@@ -164,6 +164,25 @@ def run_console_chat(settings: Settings) -> None:
 
 
 @app.command()
+def prepare() -> None:
+    """Check the offline models and convert the bundled GGUF once (Docker builds run this)."""
+    import time
+
+    from bot.models import base_llm_dir, force_offline, load_embedder
+
+    settings = state.settings()
+    force_offline()
+    started = time.perf_counter()
+    load_embedder(settings)
+    console.print(f"embedder ready ({time.perf_counter() - started:.1f}s)")
+    if settings.domain.backend != "openai":
+        started = time.perf_counter()
+        with console.status("Preparing the base LLM (first time: converting the GGUF, ~35 s)..."):
+            path = base_llm_dir(settings)
+        console.print(f"base LLM ready at {path} ({time.perf_counter() - started:.1f}s)")
+
+
+@app.command()
 def serve() -> None:
     """Run the bot: in Slack when Slack tokens are set, otherwise the console chat."""
     settings = state.settings()

@@ -113,20 +113,18 @@ class ConversationStore:
     def _insert_ignore(self, session: Session, model: type, values: dict[str, Any], keys: list[str]) -> int:
         """Insert unless a row with the same unique key exists; return rows inserted (0/1)."""
         dialect = self.engine.dialect.name
-        if dialect == "sqlite":
-            stmt = sqlite.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
-        elif dialect == "postgresql":
-            stmt = postgresql.insert(model).values(**values).on_conflict_do_nothing(index_elements=keys)
-        else:
-            exists = session.execute(
-                select(model).filter_by(**{k: values[k] for k in keys})
-            ).first()
-            if exists is not None:
-                return 0
-            session.add(model(**values))
-            session.flush()
-            return 1
-        return int(session.execute(stmt).rowcount or 0)
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite.insert if dialect == "sqlite" else postgresql.insert
+            key_col = getattr(model, keys[0])
+            stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=keys).returning(key_col)
+            # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT .. ON CONFLICT here.
+            return len(session.execute(stmt).all())
+        exists = session.execute(select(model).filter_by(**{k: values[k] for k in keys})).first()
+        if exists is not None:
+            return 0
+        session.add(model(**values))
+        session.flush()
+        return 1
 
     # --- turns -----------------------------------------------------------------------------
 
