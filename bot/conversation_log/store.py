@@ -315,3 +315,31 @@ class ConversationStore:
                 stmt = stmt.where(Feedback.updated_at >= since)
             counts = {int(v): int(n) for v, n in s.execute(stmt)}
         return {"up": counts.get(1, 0), "down": counts.get(-1, 0)}
+
+    # --- Slack app queries (added for issue 6, the Slack app) --------------------------------
+
+    def questions_since(self, user_id: str, since: datetime, channel: str = "slack") -> int:
+        """Questions a user asked on a channel since a moment: the shared count behind rate limits."""
+        with self._sessions() as s:
+            stmt = select(func.count(Turn.id)).where(
+                Turn.channel == channel, Turn.user_id == user_id, Turn.created_at >= since
+            )
+            return int(s.execute(stmt).scalar_one())
+
+    def turns_awaiting_review(self, limit: int = 10) -> list[Turn]:
+        """Answers some customer voted 👎 on that no staff member has labeled yet, newest first."""
+        with self._sessions() as s:
+            labeled = select(StaffLabel.turn_id)
+            downvoted = select(Feedback.turn_id).where(Feedback.vote == -1)
+            stmt = (
+                select(Turn)
+                .where(Turn.id.in_(downvoted), Turn.id.not_in(labeled))
+                .order_by(Turn.id.desc())
+                .limit(limit)
+            )
+            return list(s.execute(stmt).scalars())
+
+    def was_claimed(self, event_id: str) -> bool:
+        """Whether some replica already claimed this id (e.g. an escalation), without claiming it."""
+        with self._sessions() as s:
+            return s.get(ProcessedEvent, event_id) is not None

@@ -1,0 +1,114 @@
+"""`supportbot eval`: score the full pipeline on a test set and compare with an earlier run."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(evaluate)
+
+
+def evaluate(
+    testset: Annotated[Path, typer.Argument(help="JSONL test set: question, expected_route, reference, expected_source.")],
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: <state_dir>/eval/<timestamp>).")
+    ] = None,
+    compare: Annotated[
+        Path | None, typer.Option("--compare", help="report.json of an earlier run to compare with.")
+    ] = None,
+    degenerate_threshold: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Share of repeated word n-grams above which an answer counts as degenerate "
+            "(default: domain.degenerate_ngram_ratio, the serving guard's limit).",
+        ),
+    ] = None,
+) -> None:
+    """Run every test-set question through the full pipeline; write report.md, report.json and charts.
+
+    Reports route accuracy and the confusion matrix, answer quality per route (token F1, ROUGE-L, citation hits), escalations, degenerate answers and latency per route. Malformed lines are reported with their line number and skipped. Turns are logged with channel "eval".
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from bot.cli.main import console, err_console, state
+    from bot.evaluation.report import compare_reports, load_report, summarize, write_report
+    from bot.evaluation.runner import load_testset, run_evaluation
+    from bot.factory import build_runtime
+
+    settings = state.settings()
+    threshold = settings.domain.degenerate_ngram_ratio if degenerate_threshold is None else degenerate_threshold
+    old_report = load_report(compare) if compare is not None else None  # fail before loading models
+    items, problems = load_testset(testset)
+    for problem in problems:
+        err_console.print(
+            f"[yellow]{testset}:{problem.line}: skipped: {problem.message}[/yellow]", highlight=False, soft_wrap=True
+        )
+    created = datetime.now(UTC)
+    out_dir = out or settings.state_dir / "eval" / created.strftime("%Y%m%d-%H%M%S")
+
+    with console.status("Loading models and the knowledge base..."):
+        runtime = build_runtime(settings, watch=False)
+    # While the bar runs it is the output: per-answer INFO lines would bury it (-v keeps them).
+    bot_log = logging.getLogger("bot")
+    previous_level = bot_log.level
+    if not state.verbose:
+        bot_log.setLevel(logging.WARNING)
+    try:
+        with Progress(
+            TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=err_console, transient=True,
+        ) as progress:
+            task = progress.add_task("eval", total=len(items))
+            results = run_evaluation(
+                runtime.pipeline,
+                items,
+                on_progress=lambda done, total: progress.update(task, completed=done),
+                degenerate_threshold=threshold,
+                degenerate_ngram=settings.domain.degenerate_ngram_size,
+            )
+    finally:
+        bot_log.setLevel(previous_level)
+        runtime.close()
+
+    report = summarize(
+        results,
+        problems,
+        testset=str(testset),
+        created=created.isoformat(timespec="seconds"),
+        command="supportbot " + shlex.join(sys.argv[1:]),
+        degenerate_threshold=threshold,
+        degenerate_ngram=settings.domain.degenerate_ngram_size,
+    )
+    comparison = compare_reports(old_report, report, old_label=str(compare)) if old_report is not None else None
+    written = write_report(report, out_dir, comparison)
+
+    routing, quality = report["routing"], report["quality"]["all"]
+    console.print(
+        f"{len(results)} questions: route accuracy {routing['accuracy']:.0%}, macro-F1 {routing['macro_f1']:.2f}, "
+        f"escalated {report['escalation']['escalated']} (missed {report['escalation']['missed']}), "
+        f"degenerate {report['degenerate']['count']}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if quality["token_f1"] is not None:
+        console.print(f"token F1 {quality['token_f1']:.3f}, ROUGE-L {quality['rouge_l']:.3f}", highlight=False, soft_wrap=True)
+    if quality["citation_hit_rate"] is not None:
+        console.print(f"citation hit rate {quality['citation_hit_rate']:.0%}", highlight=False, soft_wrap=True)
+    if comparison is not None:
+        better = sum(m["verdict"] == "better" for m in comparison["metrics"])
+        worse = sum(m["verdict"] == "worse" for m in comparison["metrics"])
+        console.print(f"vs {compare}: {better} metric(s) better, {worse} worse, "
+                      f"{len(comparison['changed_items'])} question(s) changed", highlight=False, soft_wrap=True)
+    if problems:
+        console.print(f"[yellow]{len(problems)} malformed line(s) skipped (listed in the report)[/yellow]")
+    console.print(f"report: {written['markdown']}  (data: {written['json']})", highlight=False, soft_wrap=True)

@@ -1,0 +1,189 @@
+"""The Markdown report: the numbers a person decides on first, the failing questions after."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.config import ROUTES
+
+MAX_LISTED_FAILURES = 40
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.3f}" if abs(value) < 10 else f"{value:.0f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return lines
+
+
+def _short(text: str, limit: int = 90) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def render_markdown(report: dict[str, Any], charts: dict[str, str], comparison: dict[str, Any] | None) -> str:
+    routing, quality, escalation = report["routing"], report["quality"], report["escalation"]
+    latency, counts = report["latency_ms"], report["counts"]
+    versions = report["versions"]
+    out = [
+        "# Evaluation report",
+        "",
+        f"- test set: `{report['testset']}` ({counts['items']} questions"
+        + (f", {counts['skipped_lines']} malformed line(s) skipped" if counts["skipped_lines"] else "")
+        + ")",
+        f"- run: {report['created']}, `{report['command']}`",
+        f"- model version(s): {', '.join(versions['model']) or '–'}; router version(s): "
+        f"{', '.join(versions['router']) or '–'}",
+        "",
+        "## Summary",
+        "",
+        *_table(
+            ["metric", "value"],
+            [
+                ["route accuracy", routing["accuracy"]],
+                ["route macro-F1", routing["macro_f1"]],
+                ["escalation rate", escalation["rate"]],
+                ["missed escalations (needed a person, got the bot)", escalation["missed"]],
+                ["unneeded escalations", escalation["unneeded"]],
+                [f"degenerate answers (repeated {report.get('degenerate_ngram', 4)}-word sequences > "
+                 f"{report['degenerate_threshold']:.0%})",
+                 report["degenerate"]["count"]],
+                ["token F1 vs reference", quality["all"]["token_f1"]],
+                ["ROUGE-L vs reference", quality["all"]["rouge_l"]],
+                ["citation hit rate", quality["all"]["citation_hit_rate"]],
+                ["latency p50 / p95 (ms)", f"{_ms(latency['all']['p50'])} / {_ms(latency['all']['p95'])}"],
+            ],
+        ),
+        "",
+    ]
+    if comparison is not None:
+        out += render_comparison(comparison, charts)
+    out += [
+        "## Routing",
+        "",
+        "Rows: the route the test set expects; columns: the route that answered.",
+        "",
+        *_table(
+            ["expected \\ answered", *ROUTES],
+            [[exp, *[routing["confusion"][exp][act] for act in ROUTES]] for exp in ROUTES],
+        ),
+        "",
+        *_table(
+            ["route", "precision", "recall", "F1", "questions"],
+            [[r, *(routing["per_route"][r][k] for k in ("precision", "recall", "f1", "support"))] for r in ROUTES],
+        ),
+        "",
+    ]
+    if "confusion" in charts:
+        out += [f"![confusion matrix]({charts['confusion']})", ""]
+    out += [
+        "## Answer quality by expected route",
+        "",
+        "Scored against the reference answers; a degenerate answer scores 0. Citation hit: the "
+        "answer cites one of the question's expected source files.",
+        "",
+        *_table(
+            ["route", "questions", "with reference", "token F1", "ROUGE-L", "with expected source",
+             "citation hit rate", "degenerate"],
+            [
+                [r, *(quality[r][k] for k in ("items", "with_reference", "token_f1", "rouge_l",
+                                               "with_expected_source", "citation_hit_rate", "degenerate"))]
+                for r in (*ROUTES, "all")
+            ],
+        ),
+        "",
+    ]
+    if "quality" in charts:
+        out += [f"![answer quality]({charts['quality']})", ""]
+    out += [
+        "## Latency by answering route",
+        "",
+        "Wall time of `Pipeline.answer` per question (route, answer, log), in milliseconds.",
+        "",
+        *_table(
+            ["route", "answers", "p50", "p95", "mean"],
+            [[r, latency[r]["count"], *(_ms(latency[r][k]) for k in ("p50", "p95", "mean"))] for r in (*ROUTES, "all")],
+        ),
+        "",
+    ]
+    if "latency" in charts:
+        out += [f"![latency]({charts['latency']})", ""]
+    out += render_failures(report["results"])
+    if report["skipped"]:
+        out += ["## Skipped lines", "", *[f"- line {p['line']}: {p['message']}" for p in report["skipped"]], ""]
+    return "\n".join(out)
+
+
+def render_comparison(comparison: dict[str, Any], charts: dict[str, str]) -> list[str]:
+    old_v, new_v = comparison["old_versions"], comparison["new_versions"]
+    out = [
+        f"## Changes since {comparison['old_label']}",
+        "",
+        f"Old run {comparison['old_created']} (model {', '.join(old_v.get('model', [])) or '–'}, router "
+        f"{', '.join(old_v.get('router', [])) or '–'}) → this run (model "
+        f"{', '.join(new_v.get('model', [])) or '–'}, router {', '.join(new_v.get('router', [])) or '–'}).",
+        "",
+        *_table(
+            ["metric", "old", "new", "change", ""],
+            [_comparison_row(m) for m in comparison["metrics"]],
+        ),
+        "",
+    ]
+    if comparison["changed_items"]:
+        out += ["Questions whose outcome changed:", ""]
+        out += [f"- {_short(c['question'])}: {'; '.join(c['changes'])}" for c in comparison["changed_items"]]
+        out.append("")
+    if comparison["only_in_old"] or comparison["only_in_new"]:
+        out += [f"{comparison['only_in_new']} question(s) are new in this test set, "
+                f"{comparison['only_in_old']} were only in the old one.", ""]
+    if "comparison" in charts:
+        out += [f"![changes]({charts['comparison']})", ""]
+    return out
+
+
+def _comparison_row(m: dict[str, Any]) -> list[Any]:
+    delta = m["delta"]
+    if "latency" in m["metric"]:
+        shown = [_ms(m["old"]), _ms(m["new"]), "–" if delta is None else f"{delta:+.1f}"]
+    elif isinstance(delta, int):
+        shown = [m["old"], m["new"], f"{delta:+d}"]
+    else:
+        shown = [m["old"], m["new"], "–" if delta is None else f"{delta:+.3f}"]
+    return [m["metric"], *shown, m["verdict"]]
+
+
+def render_failures(results: list[dict[str, Any]]) -> list[str]:
+    failing = [
+        r for r in results
+        if not r["route_correct"] or r["degenerate"] or r.get("citation_hit") is False
+    ]
+    if not failing:
+        return ["## Failing questions", "", "None: every question went to its route, cited its "
+                "source and gave a non-degenerate answer.", ""]
+    rows = []
+    for r in failing[:MAX_LISTED_FAILURES]:
+        problems = []
+        if not r["route_correct"]:
+            problems.append(f"routed {r['route']}, expected {r['expected_route']}")
+        if r["degenerate"]:
+            problems.append(f"degenerate ({r['degenerate_ratio']:.0%} repeated)")
+        if r.get("citation_hit") is False:
+            problems.append(f"did not cite {', '.join(r['expected_sources'])}")
+        rows.append([r["id"], _short(r["question"], 70), "; ".join(problems), _short(r["answer"], 80)])
+    out = ["## Failing questions", "", *_table(["id", "question", "problem", "answer"], rows), ""]
+    if len(failing) > MAX_LISTED_FAILURES:
+        out += [f"… and {len(failing) - MAX_LISTED_FAILURES} more in report.json.", ""]
+    return out

@@ -1,0 +1,115 @@
+"""Hand-offs to people: the staff channel hears who needs help, where, and the bot's best guess.
+
+The customer-facing words come from the escalation answerer (same text on every channel);
+this module only tells staff. A notice that cannot be delivered is logged as an error with the
+turn id, so nobody waits unseen.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+
+from bot.answer import AskContext
+from bot.conversation_log import ConversationStore
+from bot.errors import AnswererUnavailable
+from bot.slack.blocks import escalation_blocks
+
+log = logging.getLogger(__name__)
+
+EscalationOutcome = Literal["notified", "already_escalated", "not_delivered"]
+DRAFT_ROUTES = ("retrieval", "domain")
+
+
+def escalation_key(turn_id: int) -> str:
+    """The claim that marks a turn as handed to a person (shared by every replica)."""
+    return f"escalation:{turn_id}"
+
+
+def bot_draft_for_staff(pipeline: Any, question: str, ctx: AskContext) -> str:
+    """What the bot would have said had it not escalated, as a head start for the person.
+
+    Asks the pipeline's own answerers directly, so the draft is not logged as a turn and the
+    customer never sees it. A pipeline without answerers (or with none able) gives "".
+    """
+    answerers = getattr(pipeline, "answerers", None)
+    if not isinstance(answerers, dict):
+        return ""
+    for route in DRAFT_ROUTES:
+        answerer = answerers.get(route)
+        if answerer is None:
+            continue
+        try:
+            draft = answerer.answer(question, ctx, None)
+        except AnswererUnavailable as exc:
+            log.info("no %s draft for staff (%s)", route, exc)
+            continue
+        except Exception:  # a draft is a courtesy; the escalation itself must still go out
+            log.exception("the %s answerer failed while drafting for staff", route)
+            continue
+        if draft.text.strip():
+            return f"({route}) {draft.text.strip()}"
+    return ""
+
+
+class StaffNotifier:
+    def __init__(self, client: WebClient, store: ConversationStore, staff_channel: str) -> None:
+        self.client = client
+        self.store = store
+        self.staff_channel = staff_channel
+
+    def escalate(
+        self,
+        *,
+        turn_id: int,
+        question: str,
+        would_have_said: str,
+        asker: str,
+        channel: str,
+        message_ts: str,
+        reason: str,
+    ) -> EscalationOutcome:
+        """Post the notice once per turn, whichever replica or click gets here first."""
+        if not self.store.claim_event(escalation_key(turn_id)):
+            log.info("turn %s was already escalated; not notifying staff again", turn_id)
+            return "already_escalated"
+        if not self.staff_channel:
+            log.error(
+                "turn %s needs a person but slack.staff_channel is not set; nobody was notified "
+                "(set it in config.toml)",
+                turn_id,
+            )
+            return "not_delivered"
+        permalink = ""
+        if channel and message_ts:
+            try:
+                permalink = str(self.client.chat_getPermalink(channel=channel, message_ts=message_ts)["permalink"])
+            except (SlackApiError, KeyError) as exc:
+                log.warning("no permalink for turn %s (%s); notifying without a link", turn_id, exc)
+        try:
+            self.client.chat_postMessage(
+                channel=self.staff_channel,
+                text=f"<@{asker}> needs a person: {question[:200]}",
+                blocks=escalation_blocks(
+                    question=question,
+                    would_have_said=would_have_said,
+                    asker=asker,
+                    reason=reason,
+                    permalink=permalink,
+                ),
+                unfurl_links=False,
+            )
+        except SlackApiError as exc:
+            log.error(
+                "could not notify staff channel %s about turn %s (%s); the customer is waiting: %s",
+                self.staff_channel,
+                turn_id,
+                exc.response.get("error"),
+                permalink or f"{channel}/{message_ts}",
+            )
+            return "not_delivered"
+        log.info("escalated turn=%s to %s", turn_id, self.staff_channel)
+        return "notified"

@@ -1,0 +1,121 @@
+"""What staff see about the bot's health: today's answers, votes, versions, training, review queue.
+
+Shared by the App Home and `/supportbot status` so both always tell the same story. Reads only
+the shared database and files under the state directory, so any replica shows the same numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings
+from bot.conversation_log import ConversationStore
+from bot.registry import ArtifactRegistry
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """The last training run as the training job recorded it in `last_run.json`."""
+
+    finished_at: str
+    promoted: bool
+    version: str
+    summary: str
+    report_path: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PendingReview:
+    """An answer a customer voted down that no staff member has labeled yet."""
+
+    turn_id: int
+    question: str
+    answer: str
+    route: str
+    slack_channel: str
+    message_ts: str
+
+
+@dataclass(frozen=True)
+class StaffStatus:
+    answers_today: dict[str, int]
+    votes_today: dict[str, int]
+    model_version: str | None
+    router_version: str | None
+    last_training: TrainingRun | None
+    labels_waiting: int
+    pending: list[PendingReview]
+
+
+def last_run_path(settings: Settings) -> Path:
+    return settings.state_dir / "training" / "last_run.json"
+
+
+def read_last_training_run(path: Path) -> TrainingRun | None:
+    """None when no run has finished yet; a damaged file is logged and treated the same."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read the last training run from %s (%s)", path, exc)
+        return None
+    if not isinstance(data, dict):
+        log.warning("%s does not hold a JSON object; ignoring it", path)
+        return None
+    metrics = data.get("metrics")
+    return TrainingRun(
+        finished_at=str(data.get("finished_at") or ""),
+        promoted=bool(data.get("promoted", False)),
+        version=str(data.get("version") or ""),
+        summary=str(data.get("summary") or ""),
+        report_path=str(data.get("report_path") or ""),
+        metrics=metrics if isinstance(metrics, dict) else {},
+    )
+
+
+def _parse_time(value: str) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def collect_status(
+    settings: Settings, store: ConversationStore, *, now: datetime | None = None
+) -> StaffStatus:
+    now = now or datetime.now(UTC)
+    start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    last = read_last_training_run(last_run_path(settings))
+    since_training = _parse_time(last.finished_at) if last else None
+    pending = [
+        PendingReview(
+            turn_id=t.id,
+            question=t.question,
+            answer=t.answer,
+            route=t.route,
+            slack_channel=t.slack_channel,
+            message_ts=t.message_ts,
+        )
+        for t in store.turns_awaiting_review(settings.slack.home_pending_limit)
+    ]
+    return StaffStatus(
+        answers_today=store.route_counts(since=start_of_day),
+        votes_today=store.vote_totals(since=start_of_day),
+        model_version=ArtifactRegistry(settings.state_dir / "adapters").current_version(),
+        router_version=ArtifactRegistry(settings.state_dir / "routers").current_version(),
+        last_training=last,
+        labels_waiting=store.count_labels_since(since_training),
+        pending=pending,
+    )
