@@ -1,0 +1,316 @@
+"""The domain route: the shop's fine-tuned model answers plant-care questions.
+
+The answerer owns three promises the backends do not: the promoted adapter is picked up while
+the bot runs (built beside the serving model, then swapped in, so no request fails or waits
+for a load), one in-process model never generates for two requests at once, and nothing the
+model writes reaches a customer before the guard in `bot.llm.guard` has cleaned it. Partial
+text is passed on at most once per `domain.stream_interval_s` so Slack can edit its message
+as the answer forms without hitting rate limits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from bot.answer import AskContext, Draft, PartialCallback
+from bot.config import Route, Settings
+from bot.errors import AnswererUnavailable, BotError
+from bot.llm.backend import (
+    BASE_VERSION,
+    AdapterRef,
+    GenerationParams,
+    GenerationResult,
+    LoadedModel,
+    select_backend,
+)
+from bot.llm.guard import GuardPolicy, clean_partial, finalize_answer, should_stop_early
+from bot.registry import ArtifactRegistry
+
+if TYPE_CHECKING:
+    from bot.llm.backend import LLMBackend
+
+log = logging.getLogger(__name__)
+
+# A version that failed to load is tried again only after this long (a fixed file stays broken;
+# a server that was briefly down comes back).
+FAILED_LOAD_RETRY_S = 60.0
+
+
+class _ThrottledPartial:
+    """Forwards cleaned partial text at most once per interval; a failing channel never stops generation."""
+
+    def __init__(self, callback: PartialCallback, interval_s: float, policy: GuardPolicy) -> None:
+        self.callback = callback
+        self.interval_s = interval_s
+        self.policy = policy
+        self.last_sent_at = float("-inf")
+        self.last_text = ""
+        self.updates = 0
+
+    def __call__(self, text: str) -> None:
+        now = time.monotonic()
+        if now - self.last_sent_at < self.interval_s:
+            return
+        cleaned = clean_partial(text, self.policy)
+        if not cleaned or cleaned == self.last_text:
+            return
+        self.last_sent_at = now
+        self.last_text = cleaned
+        self.updates += 1
+        try:
+            self.callback(cleaned)
+        except Exception:  # a failed Slack edit must not cost the customer the answer
+            log.warning("partial-answer callback failed; generation continues", exc_info=True)
+
+
+class DomainAnswerer:
+    route: Route = "domain"
+
+    def __init__(
+        self,
+        settings: Settings,
+        backend: LLMBackend | None = None,
+        registry: ArtifactRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.domain
+        self._backend = backend
+        self.registry = registry or ArtifactRegistry(settings.state_dir / "adapters")
+        self.policy = GuardPolicy.from_config(self.cfg)
+        self.generator = DomainTextGenerator(self)
+        self._active: LoadedModel | None = None
+        self._generate_lock = threading.Lock()  # serial models: one generation at a time
+        self._load_lock = threading.Lock()  # one model load at a time
+        self._state_lock = threading.Lock()  # poll time, failed versions, swap thread
+        self._last_poll = float("-inf")
+        self._failed: dict[str, float] = {}
+        self._swap_thread: threading.Thread | None = None
+        self._watcher: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    # --- state -------------------------------------------------------------------------------
+
+    @property
+    def backend(self) -> LLMBackend:
+        if self._backend is None:
+            self._backend = select_backend(self.settings)
+        return self._backend
+
+    @property
+    def current_version(self) -> str:
+        """The adapter version serving now ("base" = no adapter); before loading, the promoted one."""
+        active = self._active
+        if active is not None:
+            return active.version
+        return self.registry.current_version() or BASE_VERSION
+
+    def warm_up(self) -> None:
+        """Load the model now (not on the first question) and start watching for new adapters."""
+        self._ensure_loaded()
+        if self._watcher is None and not self._closed.is_set():
+            self._watcher = threading.Thread(
+                target=self._watch_registry, name="domain-adapter-watch", daemon=True
+            )
+            self._watcher.start()
+
+    def close(self) -> None:
+        self._closed.set()
+        for thread in (self._watcher, self._swap_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=30)
+        with self._generate_lock:
+            active, self._active = self._active, None
+        if active is not None:
+            active.close()
+        if self._backend is not None:
+            self._backend.close()
+
+    # --- loading and hot swap ---------------------------------------------------------------
+
+    def _adapter_ref(self, version: str | None) -> AdapterRef | None:
+        if version is None:
+            return None
+        return AdapterRef(version=version, path=self.registry.get(version).path)
+
+    def _ensure_loaded(self) -> LoadedModel:
+        active = self._active
+        if active is not None:
+            return active
+        with self._load_lock:
+            if self._active is not None:
+                return self._active
+            target = self.registry.current_version()
+            try:
+                model = self._load(target)
+            except BotError as exc:
+                raise AnswererUnavailable(f"domain model unavailable: {exc}") from exc
+            except Exception as exc:
+                log.exception("domain model failed to load")
+                raise AnswererUnavailable(f"domain model unavailable: {type(exc).__name__}: {exc}") from exc
+            self._active = model
+            with self._state_lock:
+                self._last_poll = time.monotonic()
+            return model
+
+    def _load(self, target: str | None) -> LoadedModel:
+        """Load the promoted adapter; when it is broken, serve the base model and say so."""
+        if target is None:
+            return self.backend.load(None)
+        try:
+            return self.backend.load(self._adapter_ref(target))
+        except Exception:
+            log.exception("adapter %s failed to load; serving the base model until a new one is promoted", target)
+            with self._state_lock:
+                self._failed[target] = time.monotonic()
+            return self.backend.load(None)
+
+    def refresh_adapter(self, *, wait: bool = False) -> bool:
+        """Check the registry now; swap in a newly promoted adapter. True when a swap started or ran."""
+        with self._state_lock:
+            self._last_poll = float("-inf")
+        started = self._maybe_start_swap()
+        if wait and self._swap_thread is not None:
+            self._swap_thread.join()
+        return started
+
+    def _maybe_start_swap(self) -> bool:
+        now = time.monotonic()
+        with self._state_lock:
+            if self._active is None or now - self._last_poll < self.cfg.adapter_poll_s:
+                return False
+            self._last_poll = now
+            if self._swap_thread is not None and self._swap_thread.is_alive():
+                return False
+            target = self.registry.current_version()
+            if (target or BASE_VERSION) == self._active.version:
+                return False
+            failed_at = self._failed.get(target or BASE_VERSION)
+            if failed_at is not None and now - failed_at < FAILED_LOAD_RETRY_S:
+                return False
+            self._swap_thread = threading.Thread(
+                target=self._swap_to, args=(target,), name="domain-adapter-swap", daemon=True
+            )
+            self._swap_thread.start()
+            return True
+
+    def _swap_to(self, target: str | None) -> None:
+        label = target or BASE_VERSION
+        started = time.perf_counter()
+        with self._load_lock:
+            try:
+                new = self.backend.load(self._adapter_ref(target))
+            except Exception:
+                log.exception("adapter %s failed to load; %s keeps serving", label, self.current_version)
+                with self._state_lock:
+                    self._failed[label] = time.monotonic()
+                return
+            with self._generate_lock:  # waits for a serial model's request in flight
+                old, self._active = self._active, new
+        if old is not None:
+            old.close()
+        log.info(
+            "domain adapter swapped from=%s to=%s load_s=%.2f",
+            old.version if old else None,
+            label,
+            time.perf_counter() - started,
+        )
+
+    def _watch_registry(self) -> None:
+        while not self._closed.wait(self.cfg.adapter_poll_s):
+            try:
+                self._maybe_start_swap()
+            except Exception:  # the watcher must outlive a bad registry read
+                log.exception("adapter registry check failed")
+
+    # --- generation --------------------------------------------------------------------------
+
+    def params(self, max_new_tokens: int | None = None) -> GenerationParams:
+        cfg = self.cfg
+        return GenerationParams(
+            max_new_tokens=max_new_tokens or cfg.max_new_tokens,
+            temperature=cfg.temperature,
+            repetition_penalty=cfg.repetition_penalty,
+            no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+            stop=tuple(cfg.stop),
+        )
+
+    def run_generation(
+        self,
+        messages: list[dict[str, str]],
+        params: GenerationParams,
+        policy: GuardPolicy,
+        on_partial: PartialCallback | None = None,
+    ) -> tuple[str, GenerationResult]:
+        """Generate with whichever model serves now; returns its version with the raw result."""
+        self._maybe_start_swap()
+        model = self._ensure_loaded()
+        on_text = _ThrottledPartial(on_partial, self.cfg.stream_interval_s, policy) if on_partial else None
+
+        def stop_check(text: str) -> str | None:
+            return should_stop_early(text, policy)
+
+        if model.serial:
+            with self._generate_lock:
+                model = self._active or model
+                return model.version, model.generate(messages, params, on_text, stop_check)
+        return model.version, model.generate(messages, params, on_text, stop_check)
+
+    def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
+        messages = [
+            {"role": "system", "content": self.cfg.system_prompt},
+            {"role": "user", "content": question},
+        ]
+        version, result = self.run_generation(messages, self.params(), self.policy, on_partial)
+        try:
+            text = finalize_answer(result.text, self.policy)
+        except AnswererUnavailable:
+            log.warning(
+                "domain answer rejected version=%s event_id=%s finish=%s raw=%r",
+                version,
+                ctx.event_id,
+                result.finish_reason,
+                result.text[:300],
+            )
+            raise
+        log.info(
+            "domain answer version=%s event_id=%s tokens=%d finish=%s seconds=%.2f first_token_s=%.2f",
+            version,
+            ctx.event_id,
+            result.new_tokens,
+            result.finish_reason,
+            result.seconds,
+            result.first_token_s,
+        )
+        return Draft(text=text, model_version=version)
+
+
+class DomainTextGenerator:
+    """The same model for other answerers' prompts (retrieval's generative mode).
+
+    The caller brings its own system prompt (with retrieved policy text that the answer should
+    quote), so only the leak-free checks apply: tokens, loops, length, degenerate output.
+    """
+
+    def __init__(self, answerer: DomainAnswerer) -> None:
+        self.answerer = answerer
+        self.policy = dataclasses.replace(answerer.policy, system_prompt="", refusal_phrases=())
+
+    def generate(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_new_tokens: int | None = None,
+        on_partial: PartialCallback | None = None,
+    ) -> str:
+        params = self.answerer.params(max_new_tokens)
+        _, result = self.answerer.run_generation(messages, params, self.policy, on_partial)
+        return finalize_answer(result.text, self.policy)
+
+
+def build_domain_answerer(settings: Settings) -> DomainAnswerer:
+    """Cheap: the backend is chosen and the model loaded on `warm_up()` or the first question."""
+    return DomainAnswerer(settings)
