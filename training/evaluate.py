@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
-import zlib
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
+from bot.evaluation.metrics import rouge_l, token_f1
+from bot.llm.guard import DegenerateAnswer, GuardPolicy, finalize_answer
 from training.dataset import Example
 from training.finetune import collate, pick_device, token_losses, tokenize_chat
 
@@ -27,71 +26,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
-
-_WORD_RE = re.compile(r"\w+", re.UNICODE)
-
-
-# --- answer metrics ----------------------------------------------------------------------------
-
-
-def answer_tokens(text: str) -> list[str]:
-    return _WORD_RE.findall(text.casefold())
-
-
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD-style bag-of-words F1."""
-    pred, ref = answer_tokens(prediction), answer_tokens(reference)
-    if not pred or not ref:
-        return 0.0
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F-measure over word tokens (longest common subsequence)."""
-    pred, ref = answer_tokens(prediction), answer_tokens(reference)
-    if not pred or not ref:
-        return 0.0
-    previous = [0] * (len(ref) + 1)
-    for p in pred:
-        current = [0]
-        for j, r in enumerate(ref, start=1):
-            current.append(previous[j - 1] + 1 if p == r else max(previous[j], current[j - 1]))
-        previous = current
-    lcs = previous[-1]
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def degenerate_reason(text: str) -> str:
-    """Why an answer is unusable (empty, looping, one phrase over and over), or "" if it is fine."""
-    stripped = text.strip()
-    words = answer_tokens(stripped)
-    if len(words) < 2:
-        return "empty or a single word"
-    lines = [ln.strip().casefold() for ln in stripped.splitlines() if len(ln.split()) >= 3]
-    if lines:
-        line, count = Counter(lines).most_common(1)[0]
-        if count >= 3:
-            return f"repeats the line {line[:40]!r} {count} times"
-    if len(words) >= 12:
-        trigrams = list(zip(words, words[1:], words[2:], strict=False))
-        distinct = len(set(trigrams)) / len(trigrams)
-        if distinct < 0.5:
-            return f"only {distinct:.0%} distinct word trigrams"
-        gram, count = Counter(trigrams).most_common(1)[0]
-        if count >= 4 and count / len(trigrams) >= 0.12:
-            return f"repeats {' '.join(gram)!r} {count} times"
-    raw = stripped.encode("utf-8")
-    if len(raw) >= 200 and len(zlib.compress(raw)) / len(raw) < 0.2:
-        return "highly repetitive text"
-    return ""
-
 
 # --- model evaluation --------------------------------------------------------------------------
 
@@ -198,9 +132,15 @@ def evaluate_model(
     generated = generate_answers(
         model, tokenizer, [ex.question for ex in asked], settings, device, cfg.eval_max_new_tokens, cfg.batch_size
     )
+    # Score what a customer would be shown: the serving guard trims loops and refuses
+    # degenerate answers (which score zero), exactly as in production.
+    policy = GuardPolicy.from_config(settings.domain)
     rows = []
-    for ex, text in zip(asked, generated, strict=True):
-        why = degenerate_reason(text)
+    for ex, raw in zip(asked, generated, strict=True):
+        try:
+            text, why = finalize_answer(raw, policy), ""
+        except DegenerateAnswer as exc:
+            text, why = raw, str(exc)
         rows.append({
             "question": ex.question,
             "reference": ex.answer,

@@ -11,7 +11,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 
-from bot.llm.guard import GuardPolicy, repeated_ngram_ratio
+from bot.llm.guard import GuardPolicy, degenerate_reason, repeated_ngram_ratio
 
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 
@@ -76,7 +76,8 @@ def degenerate_ratio(text: str, n: int = DEGENERATE_NGRAM) -> float:
 
 
 def is_degenerate(text: str, threshold: float = DEGENERATE_THRESHOLD) -> bool:
-    return degenerate_ratio(text) > threshold
+    """The serving guard's verdict (`bot.llm.guard.degenerate_reason`) at this n-gram limit."""
+    return bool(degenerate_reason(text, GuardPolicy(degenerate_ngram_ratio=threshold)))
 
 
 def percentile(values: Sequence[float], q: float) -> float:

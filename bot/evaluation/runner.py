@@ -19,6 +19,7 @@ from bot.answer import AskContext
 from bot.config import ROUTES
 from bot.errors import BotError
 from bot.evaluation.metrics import DEGENERATE_NGRAM, DEGENERATE_THRESHOLD, degenerate_ratio, rouge_l, token_f1
+from bot.llm.guard import GuardPolicy, degenerate_reason
 from bot.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,8 @@ def evaluate_item(
     answer = pipeline.answer(item.question, ctx)
     latency_ms = (time.perf_counter() - started) * 1000
     ratio = degenerate_ratio(answer.text, degenerate_ngram)
-    degenerate = ratio > degenerate_threshold
+    policy = GuardPolicy(degenerate_ngram_size=degenerate_ngram, degenerate_ngram_ratio=degenerate_threshold)
+    degenerate = bool(degenerate_reason(answer.text, policy))
     cited = [src.path or src.url or src.title for src in answer.sources]
     result = ItemResult(
         id=item.id,

@@ -11,6 +11,7 @@ to retrieval or a person instead of sending noise.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 from bot.config import DomainConfig
@@ -24,6 +25,7 @@ SPECIAL_TOKEN_RE = re.compile(
 # A role header left behind after a template token was removed ("assistant\n...").
 ROLE_PREFIX_RE = re.compile(r"^\s*(?:assistant|system|user)\s*[:\n]\s*", re.IGNORECASE)
 WORD_RE = re.compile(r"\S+")
+TOKEN_RE = re.compile(r"\w+", re.UNICODE)
 SENTENCE_RE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n+|$)\s*")
 PROMPT_LEAK_WORDS = 8
 
@@ -121,6 +123,39 @@ def repeated_ngram_ratio(text: str, n: int = 4) -> float:
     return 1.0 - len(set(grams)) / len(grams)
 
 
+def degenerate_reason(text: str, policy: GuardPolicy | None = None) -> str:
+    """Why an answer is unusable, or "" if it is fine.
+
+    The one definition that serving (`finalize_answer`), the training gate and `supportbot eval`
+    share, so "degenerate" means the same thing in a report as in front of a customer. Besides
+    repeated n-grams it catches the template loop seen after fine-tuning on MedQuAD, where each
+    line differs ("Genetic Testing Registry: A syndrome", "...: B syndrome") but one phrase
+    dominates the answer.
+    """
+    policy = policy or GuardPolicy()
+    stripped = text.strip()
+    if len(stripped) < policy.min_chars or not any(ch.isalnum() for ch in stripped):
+        return "empty"
+    ratio = repeated_ngram_ratio(stripped, policy.degenerate_ngram_size)
+    if ratio > policy.degenerate_ngram_ratio:
+        return (
+            f"{ratio:.0%} of its {policy.degenerate_ngram_size}-word sequences repeat "
+            f"(limit {policy.degenerate_ngram_ratio:.0%})"
+        )
+    lines = [ln.strip().lower() for ln in stripped.splitlines() if len(ln.split()) >= 3]
+    if lines:
+        line, count = Counter(lines).most_common(1)[0]
+        if count >= 3:
+            return f"repeats the line {line[:40]!r} {count} times"
+    words = [w.lower() for w in TOKEN_RE.findall(stripped)]
+    if len(words) >= 12:
+        trigrams = list(zip(words, words[1:], words[2:], strict=False))
+        gram, count = Counter(trigrams).most_common(1)[0]
+        if count >= 4 and count / len(trigrams) >= 0.12:
+            return f"repeats {' '.join(gram)!r} {count} times"
+    return ""
+
+
 def remove_prompt_leak(text: str, system_prompt: str, min_words: int = PROMPT_LEAK_WORDS) -> str:
     """Drop every sentence that repeats `min_words` consecutive words of the system prompt."""
     prompt_words = [w.lower() for w in WORD_RE.findall(system_prompt)]
@@ -178,12 +213,9 @@ def finalize_answer(raw: str, policy: GuardPolicy) -> str:
     text = limit_length(text.strip(), policy.max_chars)
     if len(text) < policy.min_chars or not any(ch.isalnum() for ch in text):
         raise DegenerateAnswer(f"degenerate answer: empty after cleaning (raw {len(raw)} chars)")
-    ratio = repeated_ngram_ratio(text, policy.degenerate_ngram_size)
-    if ratio > policy.degenerate_ngram_ratio:
-        raise DegenerateAnswer(
-            f"degenerate answer: {ratio:.0%} of its {policy.degenerate_ngram_size}-word sequences "
-            f"repeat (limit {policy.degenerate_ngram_ratio:.0%})"
-        )
+    why = degenerate_reason(text, policy)
+    if why:
+        raise DegenerateAnswer(f"degenerate answer: {why}")
     lowered = text.lower()
     for phrase in policy.refusal_phrases:
         if phrase and lowered.startswith(phrase.lower()):

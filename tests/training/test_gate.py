@@ -10,8 +10,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bot.config import Settings, TrainingConfig
+from bot.evaluation.metrics import rouge_l, token_f1
+from bot.llm.guard import degenerate_reason
 from training.dataset import Example
-from training.evaluate import EvalResult, degenerate_reason, evaluate_adapters, rouge_l, token_f1
+from training.evaluate import EvalResult, evaluate_adapters
 from training.finetune import finetune
 from training.gate import decide
 
