@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bot.config import ROUTES, Settings
+from bot.errors import ConfigError
 from bot.router import embed, kb_signal_values, router_registry
 from bot.routing.fit import FitParams, fit_router
 from bot.routing.seed import (
@@ -146,6 +147,9 @@ def train_router(
             topic_names.append(example.topic)
             topic_routes.append(example.route)
     topic_ids = np.array([topic_names.index(e.topic) for e in examples])
+    if len(set(topic_ids.tolist())) < 2:
+        raise ConfigError(f"{settings.router.seed_file}: the router needs at least two topics to "
+                          "learn from; add topics (one per kind of question) to the seed file")
     weights = np.array([e.weight for e in examples], dtype=np.float64)
 
     kb_signals = None
