@@ -102,6 +102,38 @@ class KnowledgeConfig(_Section):
         description="extractive: quote the best chunks (faithful, fast); generative: the LLM "
         "phrases an answer grounded only in the retrieved chunks.",
     )
+    lexical_weight: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="Share of the BM25 (exact-token) score in a chunk's relevance; the rest is "
+        "embedding similarity. 0 = dense only. Tuned on MedQuAD (bench.knowledge).",
+    )
+    watch_debounce_ms: int = Field(
+        800,
+        ge=50,
+        le=60_000,
+        description="The watcher groups file changes for at most this long before re-indexing.",
+    )
+    answer_max_chars: int = Field(
+        700,
+        ge=100,
+        description="Longest quoted policy text in an extractive answer; longer chunks are cut "
+        "to their paragraphs closest to the question.",
+    )
+    grounding_min_overlap: float = Field(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="Generative mode: share of the answer's content words that must appear in the "
+        "retrieved text, or the answer is refused as not grounded.",
+    )
+    query_threads: int = Field(
+        1,
+        ge=0,
+        description="torch threads used to embed one search query: a short query gains nothing "
+        "from more, and several threads stall when the CPU is busy. 0 = keep models.torch_threads.",
+    )
 
     @model_validator(mode="after")
     def _overlap_below_size(self) -> KnowledgeConfig:
@@ -126,6 +158,51 @@ class RouterConfig(_Section):
         description="Routes tried, in order, when the chosen route is below its threshold "
         "or its answerer cannot answer.",
     )
+    reload_interval_s: float = Field(
+        2.0, ge=0.0, description="Least seconds between checks for a newly promoted router version "
+        "(the running bot swaps it in without a restart)."
+    )
+    zero_shot_temperature: float = Field(
+        0.05, gt=0.0, le=1.0, description="Softmax temperature over cosine similarity to each seed "
+        "topic's centroid, used while no router is trained; lower = more confident."
+    )
+    k: int = Field(10, ge=1, le=200, description="Nearest labelled examples that vote on the topic.")
+    knn_temperature: float = Field(
+        0.05, gt=0.0, le=1.0, description="Softmax temperature of the neighbours' votes over their "
+        "similarity; low values let a near-identical labelled question decide."
+    )
+    classifier_c: float = Field(
+        20.0, gt=0.0, description="Inverse regularization of the topic classifier (logistic regression)."
+    )
+    classifier_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="Share of the topic classifier in the topic probabilities; "
+        "the rest comes from the nearest-neighbour vote."
+    )
+    calibration_folds: int = Field(
+        5, ge=2, le=20, description="Cross-validation folds for calibration and the reported accuracy."
+    )
+    staff_weight: float = Field(
+        2.0, gt=0.0, description="Weight of a staff-labelled question relative to a seed example."
+    )
+    staff_topic_min_similarity: float = Field(
+        0.3, ge=-1.0, le=1.0, description="A staff-labelled question joins the nearest topic of its "
+        "route when at least this similar to it, else a topic 'staff:<route>'."
+    )
+    use_kb_signals: bool = Field(
+        True, description="Use the knowledge base's best score and margin as router signals."
+    )
+    in_scope_similarity: float = Field(
+        0.35, ge=-1.0, le=1.0, description="A question at least this similar (cosine) to its nearest "
+        "labelled example is routed on its topics alone."
+    )
+    out_of_scope_similarity: float = Field(
+        0.25, ge=-1.0, le=1.0, description="A question at most this similar to every labelled example "
+        "is out of scope and escalates; between the two, probability shifts to escalate linearly."
+    )
+    domain_signal_max_questions: int = Field(
+        2000, ge=0, description="Domain training questions (training.seed_dataset) kept for the "
+        "domain-similarity signal; 0 = signal off."
+    )
 
     @model_validator(mode="after")
     def _known_routes(self) -> RouterConfig:
@@ -133,6 +210,10 @@ class RouterConfig(_Section):
         if unknown:
             raise ValueError(
                 f"router.thresholds has unknown route(s) {unknown}; use {list(ROUTES)}"
+            )
+        if self.out_of_scope_similarity >= self.in_scope_similarity:
+            raise ValueError(
+                "router.out_of_scope_similarity must be below router.in_scope_similarity"
             )
         return self
 
@@ -161,6 +242,60 @@ class DomainConfig(_Section):
     )
     server_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout.")
     server_retries: int = Field(2, ge=0, description="Retries with backoff on errors.")
+    server_model: str = Field(
+        "",
+        description="Model name the server serves the base model under (used while no adapter is "
+        "promoted; an adapter is requested by its version name). Empty: the first of GET /models.",
+    )
+    hf_dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16",
+        description="Weights dtype of the Hugging Face backend: bfloat16 decodes faster on CPU with "
+        "the same loss as float32 (docs/benchmarks/domain.md).",
+    )
+    hf_quantization: Literal["none", "int8_dynamic"] = Field(
+        "none",
+        description="int8_dynamic: int8 linear layers (faster, but raised SmolLM2-135M's loss from "
+        "4.9 to 6.2 nats: measure before using it on a small model); none: keep hf_dtype weights.",
+    )
+    hf_static_cache: bool = Field(
+        True, description="Pre-allocated (static) KV cache in the Hugging Face backend (faster decoding)."
+    )
+    merge_adapter: bool = Field(
+        True,
+        description="Merge the LoRA adapter into the base weights when it loads (faster decoding; "
+        "always on with int8_dynamic).",
+    )
+    llamacpp_n_ctx: int = Field(2048, ge=256, description="llama.cpp context window in tokens.")
+    llamacpp_threads: int = Field(
+        0, ge=0, description="llama.cpp decode threads; 0 = models.torch_threads or one per CPU core."
+    )
+    stream_interval_s: float = Field(
+        1.0, ge=0.0, description="Least time between partial-answer updates (Slack message edits)."
+    )
+    adapter_poll_s: float = Field(
+        2.0, gt=0, description="How often the running bot checks the registry for a new adapter."
+    )
+    max_answer_chars: int = Field(
+        1500, ge=20, description="Longest answer shown, in characters; cut at a sentence end."
+    )
+    loop_min_repeats: int = Field(
+        3, ge=2, description="A word sequence repeated this many times in a row is a loop and is trimmed."
+    )
+    degenerate_ngram_size: int = Field(
+        4, ge=2, description="Word n-gram size of the degenerate-answer check."
+    )
+    degenerate_ngram_ratio: float = Field(
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="An answer whose share of repeated word n-grams exceeds this never reaches the "
+        "customer; the pipeline falls back.",
+    )
+    refusal_phrases: list[str] = Field(
+        default_factory=lambda: ["I can only help with", "I cannot help with", "I can't help with", "As an AI"],
+        description="An answer starting with one of these counts as the model declining: the "
+        "pipeline falls back to retrieval or a person.",
+    )
 
 
 class SlackConfig(_Section):
@@ -182,6 +317,25 @@ class SlackConfig(_Section):
     incorrect_emoji: str = Field("x", description="Staff reaction that labels an answer incorrect.")
     rate_limit_per_minute: int = Field(
         10, ge=1, description="Questions one user may ask per minute."
+    )
+    answer_workers: int = Field(
+        4, ge=1, le=64, description="Answers prepared at once; further questions queue (their "
+        "'thinking…' placeholder is already posted)."
+    )
+    api_max_retries: int = Field(
+        4, ge=0, le=10, description="Retries of a Slack Web API call on 429 (after Retry-After), 5xx "
+        "or a refused connection, with exponential backoff."
+    )
+    stream_update_interval_s: float = Field(
+        1.0, ge=0.2, description="Least seconds between edits of a streamed answer (Slack allows "
+        "about one chat.update per second per message)."
+    )
+    staff_cache_s: float = Field(
+        300.0, ge=0.0, description="Seconds the staff user group's members are cached; 0 = ask "
+        "Slack every time."
+    )
+    home_pending_limit: int = Field(
+        10, ge=1, le=50, description="Answers awaiting review listed on the staff App Home."
     )
 
 

@@ -200,17 +200,10 @@ def serve() -> None:
 
 def _register_command_groups() -> None:
     """Command groups live beside the code they drive; each module exposes `register(app)`."""
-    import importlib
+    from bot.cli import actions, evaluate, knowledge, models, router, training
 
-    for module in ("bot.cli.knowledge", "bot.cli.router", "bot.cli.models", "bot.cli.training",
-                   "bot.cli.actions", "bot.cli.evaluate"):
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-            continue
-        mod.register(app)
+    for module in (knowledge, router, models, training, actions, evaluate):
+        module.register(app)
 
 
 _register_command_groups()

@@ -1,0 +1,134 @@
+"""Hybrid search finds policies by meaning and by exact tokens, and never shows a half-updated document."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.indexing.knowledge_base import KnowledgeBase
+from bot.indexing.lexical import tokenize
+
+
+@pytest.mark.parametrize(
+    ("query", "path", "heading"),
+    [
+        ("How long does shipping to Canada take?", "shipping.md", "Shipping zones and delivery times"),
+        ("Can I return a plant that died?", "returns.md", "What you can return"),
+        ("How much is the Collector plan per year?", "pricing.md", "Greenhouse Club plans"),
+        ("I forgot my password", "account.md", "Signing in and passwords"),
+        ("do gift cards expire", "gift-cards.html", "Expiry and refunds"),
+        ("What is the minimum order for wholesale accounts?", "wholesale-terms.pdf", "Page 1"),
+    ],
+)
+def test_customer_questions_find_the_right_policy_section(
+    sample_kb: KnowledgeBase, query: str, path: str, heading: str
+) -> None:
+    hits = sample_kb.search(query, k=3)
+    assert (hits[0].source.path, hits[0].source.heading) == (path, heading)
+    assert hits[0].score >= sample_kb.config.min_score
+
+
+@pytest.mark.parametrize("token", ["RR-ORC-1042", "RR-HEAT-72", "RR-SUC-3101"])
+def test_exact_skus_are_found_and_score_as_answerable(sample_kb: KnowledgeBase, token: str) -> None:
+    hit = sample_kb.search(token, k=1)[0]
+    assert token in hit.text
+    assert hit.lexical_score > hit.dense_score
+    assert hit.score >= sample_kb.config.min_score
+
+
+def test_hybrid_ranks_an_exact_code_above_dense_only(sample_kb: KnowledgeBase) -> None:
+    query = "price of RR-CAR-2305"
+    dense_only = [h.chunk_id for h in sample_kb.search(query, k=5, lexical_weight=0.0)]
+    hybrid = sample_kb.search(query, k=5)
+    assert "RR-CAR-2305" in hybrid[0].text
+    assert dense_only.index(hybrid[0].chunk_id) > 0 if hybrid[0].chunk_id in dense_only else True
+
+
+def test_scores_are_relevance_between_zero_and_one_and_sorted(sample_kb: KnowledgeBase) -> None:
+    hits = sample_kb.search("When is the heat pack required for live plants?", k=6)
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= h.score <= 1.0 and 0.0 <= h.dense_score <= 1.0 and 0.0 <= h.lexical_score <= 1.0 for h in hits)
+
+
+def test_unrelated_question_scores_below_the_threshold(sample_kb: KnowledgeBase) -> None:
+    hits = sample_kb.search("What is the capital of France?")
+    assert hits and hits[0].score < sample_kb.config.min_score
+
+
+def test_empty_query_returns_nothing(sample_kb: KnowledgeBase) -> None:
+    assert sample_kb.search("   ") == []
+
+
+def test_repeated_search_is_served_from_the_cache(sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> None:
+    first = sample_kb.search("heat pack price for winter orders")
+    calls: list[Any] = []
+    original = sample_kb.embed_query
+    monkeypatch.setattr(sample_kb, "embed_query", lambda text: calls.append(text) or original(text))
+    assert sample_kb.search("heat pack price for winter orders") == first
+    assert calls == []
+
+
+def test_tokenizer_keeps_codes_whole_and_in_parts() -> None:
+    tokens = tokenize("Order RR-ORC-1042 orchids")
+    assert "rr-orc-1042" in tokens and "orc" in tokens and "1042" in tokens
+    assert "orchid" in tokens  # plural folded
+
+
+def _versioned_doc(version: str) -> str:
+    sections = [f"## Section {i}\n\nPolicy clause {i} of edition {version}: plants ship on weekdays." for i in range(5)]
+    return "# Edition policy\n\n" + "\n\n".join(sections) + "\n"
+
+
+def test_search_during_reindex_sees_one_version_never_a_mix_or_nothing(
+    docs: Path, make_kb: Callable[..., KnowledgeBase]
+) -> None:
+    path = docs / "edition.md"
+    path.write_text(_versioned_doc("A"), encoding="utf-8")
+    kb = make_kb(docs)
+    kb.sync()
+    problems: list[str] = []
+    searches = 0
+    stop = threading.Event()
+
+    def search_forever() -> None:
+        nonlocal searches
+        while not stop.is_set():
+            hits = kb.search(f"policy clause edition plants ship on weekdays {searches}", k=5)
+            searches += 1
+            editions = {h.text.split("edition ")[1][0] for h in hits}
+            if len(hits) != 5:
+                problems.append(f"{len(hits)} hits")
+            if len(editions) != 1:
+                problems.append(f"mixed editions {editions}")
+            if any(h.dense_score <= 0.0 for h in hits):
+                problems.append("a hit lost its vector (read while its version was being deleted)")
+
+    reader = threading.Thread(target=search_forever)
+    reader.start()
+    try:
+        for edition in "BCDEFG":
+            path.write_text(_versioned_doc(edition), encoding="utf-8")
+            kb.sync_paths([path])
+    finally:
+        stop.set()
+        reader.join()
+    assert searches > 0
+    assert problems == []
+    assert {h.text.split("edition ")[1][0] for h in kb.search("policy clause", k=5)} == {"G"}
+
+
+def test_search_leaves_the_process_torch_threads_as_they_were(sample_kb: KnowledgeBase) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        sample_kb.search("a question that is not cached yet about orchid shipping")
+        assert torch.get_num_threads() == 2  # indexing and the LLM keep all their threads
+    finally:
+        torch.set_num_threads(before)
