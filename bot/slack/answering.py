@@ -152,12 +152,8 @@ class AnswerService:
             log.info("rate limited user=%s event_id=%s", question.user, question.event_id)
             self._tell_rate_limited(question)
             return False
-        try:
-            placeholder_ts = self._post_placeholder(question)
-            self.answer_executor.submit(self._answer_and_publish, question, placeholder_ts)
-        except BaseException:
-            self.limiter.release(question.user)
-            raise
+        placeholder_ts = self._post_placeholder(question)
+        self.answer_executor.submit(self._answer_and_publish, question, placeholder_ts)
         return True
 
     def _tell_rate_limited(self, question: Question) -> None:
@@ -211,10 +207,11 @@ class AnswerService:
                 preview.finish()
             self.publish(question.channel, question.thread_ts, placeholder_ts, POLITE_ERROR_TEXT, None)
             return
-        finally:
-            self.limiter.release(question.user)
         if preview:
             preview.finish()
+        if answer.turn_id is not None and placeholder_ts:
+            # Link the turn before the answer shows, so a staff flag or vote on it always finds it.
+            self.store.set_message_ts(answer.turn_id, placeholder_ts)
         posted_ts = self.publish(
             question.channel, question.thread_ts, placeholder_ts, answer_fallback_text(answer), answer_blocks(answer)
         )
@@ -229,7 +226,8 @@ class AnswerService:
             )
             return
         if answer.turn_id is not None:
-            self.store.set_message_ts(answer.turn_id, posted_ts)
+            if posted_ts != placeholder_ts:
+                self.store.set_message_ts(answer.turn_id, posted_ts)
             if answer.route == "escalate":
                 self.notifier.escalate(
                     turn_id=answer.turn_id,

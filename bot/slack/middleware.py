@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -106,8 +106,10 @@ def require_staff(staff: StaffDirectory, client: WebClient) -> Callable[..., Any
 class QuestionRateLimiter:
     """At most N questions per user per rolling minute.
 
-    Counts turns already logged (shared by every replica) plus questions this process accepted
-    but has not logged yet, so a burst from one user is limited before any answer exists.
+    Two counts, and the larger one decides: questions this process accepted in the window
+    (exact, and ahead of the log, so a burst is limited before any answer exists) and turns in
+    the shared log (the user's questions on every replica). Taking the larger, not the sum,
+    means a question that is both accepted here and already logged is never counted twice.
     """
 
     WINDOW = timedelta(minutes=1)
@@ -121,20 +123,19 @@ class QuestionRateLimiter:
         self.store = store
         self.per_minute = per_minute
         self.clock = clock
-        self._pending: Counter[str] = Counter()
+        self._accepted: dict[str, deque[datetime]] = {}
         self._lock = threading.Lock()
 
     def try_acquire(self, user_id: str) -> bool:
         with self._lock:
-            recent = self.store.questions_since(user_id, self.clock() - self.WINDOW)
-            if recent + self._pending[user_id] >= self.per_minute:
+            now = self.clock()
+            accepted = self._accepted.setdefault(user_id, deque())
+            while accepted and accepted[0] <= now - self.WINDOW:
+                accepted.popleft()
+            logged = self.store.questions_since(user_id, now - self.WINDOW)
+            if max(logged, len(accepted)) >= self.per_minute:
+                if not accepted:
+                    del self._accepted[user_id]
                 return False
-            self._pending[user_id] += 1
+            accepted.append(now)
             return True
-
-    def release(self, user_id: str) -> None:
-        """Call once the accepted question is logged (or failed), so it is counted only once."""
-        with self._lock:
-            self._pending[user_id] -= 1
-            if self._pending[user_id] <= 0:
-                del self._pending[user_id]

@@ -29,6 +29,10 @@ base_llm_path = "{llm}"
 [knowledge]
 dir = "{knowledge}"
 watch = false
+[router]
+seed_file = "{REPO / 'data' / 'seed_routes.yaml'}"
+[training]
+seed_dataset = "{REPO / 'data' / 'seed_domain.jsonl'}"
 [domain]
 backend = "hf"
 """,

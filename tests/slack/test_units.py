@@ -148,17 +148,19 @@ def test_staff_group_members_are_cached_and_survive_a_slack_hiccup() -> None:
     assert not StaffDirectory(client, [], "", cache_s=60).is_staff("UG1")  # type: ignore[arg-type]
 
 
-def test_rate_limit_counts_logged_questions_and_pending_ones(tmp_path: Path) -> None:
+def test_rate_limit_counts_logged_and_accepted_questions_once(tmp_path: Path) -> None:
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     now = [datetime.now(UTC)]
     limiter = QuestionRateLimiter(store, per_minute=2, clock=lambda: now[0])
     ctx = AskContext(channel="slack", user="U1")
-    store.log_turn("q1", Answer(text="a", route="domain", confidence=1, reason=""), ctx)
-    assert limiter.try_acquire("U1")  # 1 logged + 0 pending
-    assert not limiter.try_acquire("U1")  # 1 logged + 1 pending
+    store.log_turn("asked on another replica", Answer(text="a", route="domain", confidence=1, reason=""), ctx)
+    assert limiter.try_acquire("U1")  # 1 logged elsewhere, 1 accepted here
+    store.log_turn("the accepted one, now logged", Answer(text="a", route="domain", confidence=1, reason=""), ctx)
+    assert not limiter.try_acquire("U1")  # 2 logged: the limit
     assert limiter.try_acquire("U2")
-    limiter.release("U1")
-    now[0] += timedelta(minutes=2)  # the logged question left the window
+    assert limiter.try_acquire("U2")  # accepted but not yet logged still count
+    assert not limiter.try_acquire("U2")
+    now[0] += timedelta(minutes=2)  # everything left the window
     assert limiter.try_acquire("U1") and limiter.try_acquire("U1")
     store.close()
 
