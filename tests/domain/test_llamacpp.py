@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from bot.answer import AskContext
 from bot.answerers.domain_model import build_domain_answerer
 from bot.llm.backend import llama_cpp_available, resolve_backend_name
-from bot.llm.llamacpp import no_repeat_ngram_processor
+from bot.llm.llamacpp import NgramBlocker
 from tests.domain.conftest import make_bundled_shaped_adapter
 
 QUESTION = "How often should I water a Masdevallia orchid?"
@@ -18,12 +17,13 @@ needs_llama_cpp = pytest.mark.skipif(
 )
 
 
-def test_no_repeat_ngram_processor_bans_the_token_that_would_repeat_a_trigram():
-    process = no_repeat_ngram_processor(3)
-    scores = np.zeros(10, dtype=np.float32)
-    out = process(np.array([5, 6, 7, 1, 5, 6]), scores)
-    assert out[7] == -np.inf  # 5 6 → 7 was already said
-    assert np.isfinite(np.delete(out, 7)).all()
+def test_ngram_blocker_bans_the_token_that_would_repeat_a_trigram():
+    blocker = NgramBlocker(3, [5, 6, 7, 1, 5])
+    blocker.push(6)
+    assert blocker.banned() == {7}  # 5 6 → 7 was already said
+    blocker.push(8)
+    assert blocker.banned() == set()  # 6 8 was never followed by anything
+    assert NgramBlocker(0, [1, 1, 1]).banned() == set()
 
 
 def test_auto_backend_says_why_it_chose(settings_factory, tiny_llm_dir):
