@@ -421,6 +421,27 @@ class TrainingConfig(_Section):
         "0 3 * * 1", description="When `train schedule` checks for new labels (cron, local time)."
     )
     retrain_router: bool = Field(True, description="Retrain the router from staff route labels in `train run`.")
+    gguf_agreement_threshold: float = Field(
+        0.9,
+        ge=0.0,
+        le=1.0,
+        description="Share of next-token choices on which llama.cpp + the adapter's GGUF copy must agree "
+        "with HF + peft; a copy below it blocks the version from promotion.",
+    )
+    gguf_check_prompts: list[str] = Field(
+        default_factory=lambda: [
+            "How often should I water a Phalaenopsis orchid?",
+            "My Venus flytrap is turning black. What should I do?",
+            "What soil mix does a Nepenthes need?",
+            "How much light does an Echeveria need indoors?",
+            "When is the best time to repot a succulent?",
+        ],
+        min_length=1,
+        description="Fixed questions of the GGUF agreement check (answered with the domain system prompt).",
+    )
+    gguf_check_tokens: int = Field(
+        24, ge=1, description="Greedy tokens per check question whose next-token choice is compared."
+    )
 
     @model_validator(mode="after")
     def _valid_patterns_and_cron(self) -> TrainingConfig:
@@ -580,7 +601,7 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             continue
         keys = [k.lower() for k in var[len(ENV_PREFIX) :].split("__")]
         parsed: Any = value
-        if value[:1] in "[{":
+        if value.startswith(("[", "{")):
             try:
                 parsed = json.loads(value)
             except json.JSONDecodeError:

@@ -108,7 +108,11 @@ class ArtifactRegistry:
         return self.get(version)
 
     def promote(self, version: str) -> None:
-        self.get(version)  # must exist
+        """Serve `version`, unless its metadata says it must never be served (`blocked`)."""
+        info = self.get(version)  # must exist
+        blocked = info.metadata.get("blocked")
+        if blocked:
+            raise RegistryError(f"{version} cannot be promoted: {blocked}")
         pointer = self._pointer()
         history = [v for v in pointer.get("history", []) if isinstance(v, str)]
         if pointer.get("current") == version:

@@ -40,6 +40,12 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture(scope="session")
+def bundled_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One `models.cache_dir` per test session: the real SmolLM2's float copy is converted once (≈35 s)."""
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="session")
 def real_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled SmolLM2 tokenizer (read from its GGUF), saved once per test session."""
     from transformers import AutoTokenizer

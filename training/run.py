@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -147,6 +147,7 @@ def _train_evaluate_promote(
     settings: Settings, store: ConversationStore, run_dir: Path, started: datetime, new_labels: int,
     progress: bool,
 ) -> TrainingOutcome:
+    from bot.llm.gguf_check import write_and_check_gguf
     from bot.models import base_llm_dir, configure_torch_threads, force_offline
     from training.dataset import export_dataset
     from training.evaluate import evaluate_adapters
@@ -171,6 +172,9 @@ def _train_evaluate_promote(
     results = evaluate_adapters(settings, base_dir, export.eval, adapters)
     reference = results[served_name] if served is not None else results["base"]
     decision = decide(results["candidate"], reference, cfg)
+    gguf = write_and_check_gguf(settings, tuned.adapter_dir, base_dir)
+    if gguf.blocks_promotion:
+        decision = replace(decision, promote=False, reasons=[*decision.reasons, f"GGUF copy failed: {gguf.reason}"])
 
     metrics = {name: r.summary() for name, r in results.items()}
     finetune_info = {
@@ -188,6 +192,8 @@ def _train_evaluate_promote(
         "finetune": finetune_info,
         "metrics": metrics,
         "gate": {"promote": decision.promote, "reference": decision.reference, "reasons": decision.reasons},
+        "gguf": gguf.as_metadata(),
+        **({"blocked": f"its GGUF copy failed the llama.cpp check: {gguf.reason}"} if gguf.blocks_promotion else {}),
         "run_dir": str(run_dir),
         "new_labels": new_labels,
     })

@@ -36,11 +36,14 @@ def list_versions() -> None:
         console.print("no adapter versions yet: run `supportbot train run` (the base model is served)")
         return
     current = registry.current_version()
-    table = Table("", "version", "created", "data", "perplexity", "token F1", "degenerate", "gate")
+    table = Table("", "version", "created", "data", "perplexity", "token F1", "degenerate", "GGUF", "gate")
     for v in versions:
         meta = v.metadata
         gate = meta.get("gate", {})
         verdict = "passed" if gate.get("promote") else ("rejected" if gate else "-")
+        gguf = meta.get("gguf") or {}
+        agreement = gguf.get("agreement")
+        gguf_cell = f"{gguf.get('status', '-')}" + (f" {agreement:.2f}" if agreement is not None else "")
         table.add_row(
             "*" if v.version == current else "",
             v.version,
@@ -49,6 +52,7 @@ def list_versions() -> None:
             _metric(meta, "perplexity"),
             _metric(meta, "token_f1"),
             _metric(meta, "degenerate_rate"),
+            gguf_cell,
             verdict,
         )
     console.print(table)
@@ -58,7 +62,10 @@ def list_versions() -> None:
 
 @model_app.command("promote")
 def promote(version: Annotated[str, typer.Argument(help="Version to serve, e.g. v0003.")]) -> None:
-    """Serve VERSION (even one the gate rejected); the running bot hot-reloads it."""
+    """Serve VERSION (even one the gate rejected, never one whose GGUF copy failed its check).
+
+    The running bot hot-reloads it.
+    """
     from bot.cli.main import console, state
     from training.run import adapter_registry
 

@@ -30,7 +30,7 @@ from bot.llm.backend import (
     StopCheck,
     TextCallback,
 )
-from bot.llm.lora_gguf import peft_adapter_to_gguf
+from bot.llm.lora_gguf import peft_adapter_to_gguf, validate_adapter_gguf
 from bot.models import base_gguf_path
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,7 @@ class LlamaCppBackend:
         """The adapter's GGUF: shipped in its version folder, or converted once into the cache."""
         shipped = adapter.path / ADAPTER_GGUF
         if shipped.is_file():
+            validate_adapter_gguf(shipped, self.gguf_path())
             return shipped
         weights = adapter.path / "adapter_model.safetensors"
         stamp = hashlib.sha256(
@@ -72,6 +73,7 @@ class LlamaCppBackend:
         target = cache / f"{adapter.version}-{stamp}.gguf"
         if not target.is_file():
             peft_adapter_to_gguf(adapter.path, self.gguf_path(), target)
+        validate_adapter_gguf(target, self.gguf_path())
         return target
 
     def load(self, adapter: AdapterRef | None) -> LlamaCppModel:

@@ -129,3 +129,49 @@ def peft_adapter_to_gguf(adapter_dir: Path, base_gguf: Path, out_path: Path) -> 
         raise
     log.info("wrote GGUF LoRA adapter %s (%d layers, r=%d, alpha=%.1f)", out_path, len(pairs), rank, alpha)
     return out_path
+
+
+def _field_text(reader: object, key: str) -> str | None:
+    found = reader.fields.get(key)  # type: ignore[attr-defined]
+    return None if found is None else str(found.contents())
+
+
+def validate_adapter_gguf(path: Path, base_gguf: Path) -> None:
+    """Refuse a GGUF adapter llama.cpp would choke on, before llama.cpp sees it.
+
+    llama.cpp trusts the file: a copy cut short by a full disk or an interrupted transfer
+    crashes the whole process (seen here: a segmentation fault while loading), taking the
+    served model down with it. Reading the header and every tensor's extent in Python first
+    turns that into an error the hot swap can log while the current adapter keeps serving.
+    """
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # gguf raises ValueError for a bad magic, truncated tensor data, ...
+        raise AdapterConversionError(f"{path}: not a readable GGUF file ({exc})") from exc
+    if _field_text(reader, gguf.Keys.General.TYPE) != gguf.GGUFType.ADAPTER or _field_text(
+        reader, gguf.Keys.Adapter.TYPE
+    ) != "lora":
+        raise AdapterConversionError(f"{path}: not a LoRA adapter GGUF (general.type / adapter.type)")
+    size = path.stat().st_size
+    base = {t.name: [int(x) for x in t.shape] for t in gguf.GGUFReader(str(base_gguf)).tensors}
+    halves: dict[str, dict[str, list[int]]] = {}
+    for tensor in reader.tensors:
+        if int(tensor.data_offset) + int(tensor.n_bytes) > size:
+            raise AdapterConversionError(f"{path}: tensor {tensor.name} runs past the end of the file")
+        name, _, part = tensor.name.rpartition(".lora_")
+        if part not in ("a", "b") or name not in base:
+            raise AdapterConversionError(f"{path}: tensor {tensor.name} matches no weight of {base_gguf.name}")
+        halves.setdefault(name, {})[part] = [int(x) for x in tensor.shape]
+    if not halves:
+        raise AdapterConversionError(f"{path}: the adapter holds no LoRA tensors")
+    for name, pair in halves.items():
+        if set(pair) != {"a", "b"}:
+            raise AdapterConversionError(f"{path}: {name} lacks its lora_a or lora_b half")
+        fan_in, fan_out = base[name][0], base[name][1]  # ggml order: [in, out]
+        (a_in, rank), (b_rank, b_out) = pair["a"], pair["b"]
+        if (a_in, b_out, b_rank) != (fan_in, fan_out, rank):
+            raise AdapterConversionError(
+                f"{path}: {name} has LoRA shapes {pair['a']} / {pair['b']}, which do not fit the base weight {base[name]}"
+            )

@@ -29,7 +29,7 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.config import Settings
-from bot.errors import ConfigError
+from bot.errors import AnswererUnavailable, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,11 @@ def serve_slack(settings: Settings) -> None:
     try:
         warm_up = getattr(runtime.domain, "warm_up", None)
         if callable(warm_up):
-            warm_up()  # the first customer should not wait for the model to load
+            try:
+                warm_up()  # the first customer should not wait for the model to load
+            except AnswererUnavailable as exc:  # e.g. the inference server is still starting
+                log.warning("domain model not ready at start (%s); it loads on the first domain question, "
+                            "and until then those questions fall back to retrieval or a person", exc)
         services = build_services(settings, runtime.pipeline, runtime.store, knowledge=runtime.knowledge)
         app = build_app(settings, runtime.pipeline, runtime.store, services=services)
         if mode == "socket":

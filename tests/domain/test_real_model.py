@@ -21,13 +21,13 @@ QUESTION = "How often should I water a Masdevallia orchid?"
 
 
 @pytest.fixture(scope="module")
-def real_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+def real_settings(tmp_path_factory: pytest.TempPathFactory, bundled_model_cache: Path) -> Settings:
     root = tmp_path_factory.mktemp("real-domain")
     (root / "config.toml").write_text("", encoding="utf-8")
     return load_settings(
         root / "config.toml",
         env={},
-        overrides={"app.state_dir": str(root / "var"), "domain.backend": "hf", "domain.max_new_tokens": 40},
+        overrides={"app.state_dir": str(root / "var"), "models.cache_dir": str(bundled_model_cache), "domain.backend": "hf", "domain.max_new_tokens": 40},
     )
 
 

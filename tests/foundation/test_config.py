@@ -69,6 +69,12 @@ def test_environment_overrides_file_and_parses_lists(tmp_path: Path) -> None:
     assert "xoxb-secret" not in str(settings.masked())
 
 
+def test_an_empty_environment_value_sets_an_empty_string(tmp_path: Path) -> None:
+    """Compose files pass optional settings through as `VAR=` when the operator leaves them unset."""
+    settings = load_settings(write(tmp_path, '[slack]\nstaff_channel = "C1"\n'), env={"SUPPORTBOT_SLACK__STAFF_CHANNEL": ""})
+    assert settings.slack.staff_channel == ""
+
+
 def test_relative_paths_resolve_against_config_folder(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, "[knowledge]\ndir = 'docs'\n"), env={})
     assert settings.knowledge.dir == tmp_path / "docs"

@@ -57,6 +57,25 @@ def test_model_commands_list_promote_and_roll_back(cli: Any, tmp_path: Path) -> 
     assert unknown.exit_code != 0 and ArtifactRegistry(root).current_version() is None
 
 
+def test_a_version_whose_gguf_copy_failed_cannot_be_promoted_by_hand(cli: Any, tmp_path: Path) -> None:
+    root = tmp_path / "var" / "adapters"
+    good = add_version(root, "a", 9.5)
+    src = root.parent / "src-bad"
+    src.mkdir(parents=True)
+    (src / "adapter_config.json").write_text("{}")
+    bad = ArtifactRegistry(root).add(src, {
+        "gguf": {"status": "failed", "agreement": 0.62, "reason": "agreed at 62/100 positions"},
+        "blocked": "its GGUF copy failed the llama.cpp check: agreed at 62/100 positions",
+    }).version
+    assert cli("model", "promote", good).exit_code == 0
+    refused = cli("model", "promote", bad)
+    assert refused.exit_code != 0  # `supportbot` prints a BotError as one line and exits 2
+    assert f"{bad} cannot be promoted" in str(refused.exception) and "62/100" in str(refused.exception)
+    assert ArtifactRegistry(root).current_version() == good
+    listed = cli("model", "list").output
+    assert "failed" in listed and "0.62" in listed
+
+
 def test_train_export_writes_the_split_and_prints_the_data_report(cli: Any, tmp_path: Path) -> None:
     result = cli("train", "export", "--out", str(tmp_path / "export"))
     assert result.exit_code == 0, result.output

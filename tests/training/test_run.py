@@ -41,6 +41,8 @@ def test_weekly_loop_promotes_a_better_adapter_then_keeps_it_against_an_equal_on
     meta = served.metadata
     assert meta["data_hash"] and meta["config"]["lora_r"] == 4 and meta["gate"]["promote"] is True
     assert meta["metrics"]["candidate"]["perplexity"] < meta["metrics"]["base"]["perplexity"]
+    assert meta["gguf"]["status"] == "not_applicable"  # the tiny model is a HF folder, not a GGUF
+    assert "blocked" not in meta
     base, _tok = load_causal_lm(tiny_llm_dir)
     PeftModel.from_pretrained(base, str(served.path))  # exactly what serving does on hot-reload
 
@@ -133,6 +135,29 @@ def test_a_run_that_crashes_before_or_during_promotion_keeps_serving_the_old_ada
 
 
 @pytest.mark.usefixtures("fast_pipeline")
+def test_a_failed_gguf_check_registers_the_adapter_but_never_serves_it(
+    tiny_settings: Callable[..., Settings], store: ConversationStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.llm import gguf_check
+
+    failed = gguf_check.GGUFCheck(
+        "failed", "llama.cpp + GGUF copy chose HF + peft's next token at 40/72 positions", agreement=0.556,
+        threshold=0.9, positions=72,
+    )
+    monkeypatch.setattr(gguf_check, "write_and_check_gguf", lambda settings, adapter_dir, base_dir: failed)
+    settings = tiny_settings(training__eval_max_questions=1)
+    add_labeled_turn(store, "Do Dracula orchids need a basket?", "Yes, their flowers grow downward.")
+    outcome = run_training(settings, store=store)
+    assert outcome.status == "rejected" and "GGUF copy failed" in outcome.summary
+    registry = adapter_registry(settings)
+    assert registry.current_version() is None  # the base model keeps serving
+    meta = registry.get(outcome.version).metadata  # type: ignore[arg-type]
+    assert meta["gguf"]["agreement"] == 0.556 and "40/72" in meta["blocked"]
+    with pytest.raises(Exception, match="cannot be promoted"):
+        registry.promote(outcome.version)  # type: ignore[arg-type]
+
+
+@pytest.mark.usefixtures("fast_pipeline")
 def test_a_scheduled_run_skips_until_enough_new_staff_labels_arrived(
     tiny_settings: Callable[..., Settings], store: ConversationStore
 ) -> None:
@@ -145,7 +170,8 @@ def test_a_scheduled_run_skips_until_enough_new_staff_labels_arrived(
     assert skipped.status == "skipped" and "2 new staff label(s)" in skipped.summary
     assert read_last_run(settings)["version"] == first.version  # a skip does not overwrite the last run
     add_labeled_turn(store, "Why is my Echeveria stretching?", "Too little light.")
-    assert run_training(settings, store=store).status == "promoted"
+    third = run_training(settings, store=store)
+    assert third.status == "promoted", third.summary
     assert run_training(settings, store=store).status == "skipped"  # counted from the new run
 
 

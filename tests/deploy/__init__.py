@@ -1,0 +1,1 @@
+"""The grown-up deployment: docker-compose.yml and the same pipeline on every deployment shape."""
