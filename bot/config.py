@@ -191,6 +191,10 @@ class RouterConfig(_Section):
     use_kb_signals: bool = Field(
         True, description="Use the knowledge base's best score and margin as router signals."
     )
+    query_precision: Literal["float32", "int8"] = Field(
+        "int8", description="Weights of the question encoder at routing time: int8 (per-channel, "
+        "about 2x faster) or float32 (exactly the embedder). Stored example embeddings stay float32."
+    )
     in_scope_similarity: float = Field(
         0.35, ge=-1.0, le=1.0, description="A question at least this similar (cosine) to its nearest "
         "labelled example is routed on its topics alone."

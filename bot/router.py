@@ -22,6 +22,7 @@ import numpy as np
 
 from bot.answer import RouteDecision
 from bot.config import ROUTES, Route, Settings
+from bot.query_encoder import QueryEncoder
 from bot.registry import ArtifactRegistry
 from bot.routing.model import RouterFileError, TopicRouterModel, scope_guard
 from bot.routing.seed import fingerprint, load_seed_topics, seed_examples
@@ -100,6 +101,7 @@ class TopicRouter:
     ) -> None:
         self.settings = settings
         self.embedder = embedder
+        self.query_encoder = QueryEncoder(embedder, settings.router.query_precision)
         self.knowledge = knowledge
         self.registry = registry or router_registry(settings)
         self._clock = clock
@@ -199,7 +201,7 @@ class TopicRouter:
     def _analyse(self, question: str) -> tuple[_Serving, dict[str, Any], np.ndarray]:
         self.refresh()
         serving = self._serving  # one read: a concurrent swap cannot mix two versions
-        vector = embed(self.embedder, [question])
+        vector = self.query_encoder.encode([question])
         result = serving.model.predict(vector, self._kb_signals(question))
         cfg = self.settings.router
         result["calibrated"] = result["routes"]
