@@ -90,6 +90,11 @@ class KnowledgeConfig(_Section):
         5_000_000, ge=1, description="Files larger than this are skipped with a warning."
     )
     watch: bool = Field(True, description="Re-index changed files while the bot runs.")
+    follow_interval_s: float = Field(
+        0.0, ge=0.0, description="For processes that do not index (bot replicas beside one indexer "
+        "job): re-read the index when the indexer's manifest in the shared state dir changes, checked at "
+        "most this often during searches. 0 = off."
+    )
     top_k: int = Field(4, ge=1, description="Chunks returned by a search.")
     min_score: float = Field(
         0.35,

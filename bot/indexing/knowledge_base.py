@@ -111,6 +111,8 @@ class KnowledgeBase:
         self._cache = SearchCache()
         self._warned: dict[str, tuple[int, int]] = {}
         self._watcher: KnowledgeWatcher | None = None
+        self._followed_manifest: int | None = None  # manifest mtime_ns the snapshot was built from
+        self._follow_checked = 0.0
 
     # ---- opening -------------------------------------------------------------------------
 
@@ -129,8 +131,30 @@ class KnowledgeBase:
                 self._load_snapshot_from_store(self._store)
             return self._store
 
+    def _manifest_stamp(self) -> int | None:
+        try:
+            return self.manifest_path.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def _follow(self, store: ChromaCollection) -> None:
+        """Replicas that never index: adopt what the indexer published since the last look."""
+        interval = self.config.follow_interval_s
+        now = time.monotonic()
+        if interval <= 0 or self._watcher is not None or now - self._follow_checked < interval:
+            return
+        self._follow_checked = now
+        stamp = self._manifest_stamp()
+        if stamp is None or stamp == self._followed_manifest:
+            return
+        with self._sync_lock:
+            self._load_snapshot_from_store(store)
+        self._cache.clear()
+        log.info("knowledge index followed the indexer: %d chunks now served", len(self._snapshot.records))
+
     def _load_snapshot_from_store(self, store: ChromaCollection) -> None:
         """Before the first sync, serve what the last sync left behind (its manifest's versions)."""
+        self._followed_manifest = self._manifest_stamp()
         manifest = {} if store.rebuilt else self._read_manifest()
         wanted = {path: entry["version"] for path, entry in manifest.items()}
         if not wanted:
@@ -140,7 +164,9 @@ class KnowledgeBase:
             for c in store.load_all()
             if wanted.get(str(c.meta.get("path"))) == c.meta.get("version")
         ]
-        self._snapshot = Snapshot.build(self._snapshot.generation + 1, records, self._vocabulary)
+        snapshot = Snapshot.build(self._snapshot.generation + 1, records, self._vocabulary)
+        with self._rw.writing():
+            self._snapshot = snapshot
 
     # ---- manifest --------------------------------------------------------------------------
 
@@ -266,6 +292,7 @@ class KnowledgeBase:
             self._swap(active, added_records, stored, stale, store)
         report.chunks_total = len(self._snapshot.records)
         self._write_manifest(new_manifest)
+        self._followed_manifest = self._manifest_stamp()  # our own publication: nothing to follow
         report.seconds = time.perf_counter() - started
         log.info("knowledge index synced: %s", report.summary())
         return report
@@ -408,6 +435,7 @@ class KnowledgeBase:
         k = k or self.config.top_k
         weight = self.config.lexical_weight if lexical_weight is None else lexical_weight
         store = self._open_store()
+        self._follow(store)
         key = (query, k, weight, self._snapshot.generation)
         cached = self._cache.get(key)
         if cached is not None:

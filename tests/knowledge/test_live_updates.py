@@ -62,3 +62,22 @@ def test_close_stops_the_watcher(docs: Path, make_kb: Callable[..., KnowledgeBas
     thread = watcher._thread
     kb.close()
     assert not thread.is_alive()
+
+
+def test_a_replica_that_never_indexes_follows_what_the_indexer_publishes(
+    docs: Path, make_kb: Callable[..., KnowledgeBase]
+) -> None:
+    """Several bot replicas, one indexer job: the replicas share its state dir and index."""
+    policy = docs / "shipping.md"
+    policy.write_text("# Shipping\n\nWe ship on Mondays.\n", encoding="utf-8")
+    indexer = make_kb(docs)
+    indexer.sync()
+    replica = make_kb(docs, **{"knowledge.watch": False, "knowledge.follow_interval_s": 0.1})
+    frozen = make_kb(docs, **{"knowledge.watch": False})  # follow off: keeps what it loaded
+    assert "Mondays" in replica.search("When do you ship?", k=1)[0].text
+    assert "Mondays" in frozen.search("When do you ship?", k=1)[0].text
+
+    policy.write_text("# Shipping\n\nWe ship on Mondays and Tuesdays via Zephyrcourier.\n", encoding="utf-8")
+    indexer.sync()
+    wait_until(lambda: "Zephyrcourier" in replica.search("Which courier ships orders?", k=1)[0].text)
+    assert "Zephyrcourier" not in frozen.search("Which courier ships orders?", k=1)[0].text
