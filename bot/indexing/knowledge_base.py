@@ -109,6 +109,8 @@ class KnowledgeBase:
         self._vocabulary = Vocabulary()
         self._snapshot = Snapshot.build(0, [], self._vocabulary)
         self._cache = SearchCache()
+        self._vectors = SearchCache(size=128)
+        self._query_encoder: Any = None
         self._warned: dict[str, tuple[int, int]] = {}
         self._watcher: KnowledgeWatcher | None = None
         self._followed_manifest: int | None = None  # manifest mtime_ns the snapshot was built from
@@ -448,11 +450,20 @@ class KnowledgeBase:
         return list(hits)
 
     def embed_query(self, text: str) -> np.ndarray:
+        """The question's float32 vector (same as the index's encoder), remembered for a while:
+        the router and the answerer search the same question with different `k`."""
+        cached = self._vectors.get((text,))
+        if cached is not None:
+            return cached[0]
+        if self._query_encoder is None:
+            from bot.query_encoder import QueryEncoder
+
+            self._query_encoder = QueryEncoder(self.embedder, "float32")
         with limited_torch_threads(self.config.query_threads):
-            encoded = self.embedder.encode(
-                [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-            )
-        return np.asarray(encoded[0], dtype=np.float32)
+            encoded = self._query_encoder.encode([text])
+        vector = np.asarray(encoded[0], dtype=np.float32)
+        self._vectors.put((text,), [vector])
+        return vector
 
     def _rank(
         self, store: ChromaCollection, snapshot: Snapshot, query: str, vector: np.ndarray, k: int, weight: float

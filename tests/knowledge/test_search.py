@@ -132,3 +132,23 @@ def test_search_leaves_the_process_torch_threads_as_they_were(sample_kb: Knowled
         assert torch.get_num_threads() == 2  # indexing and the LLM keep all their threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_router_and_the_answerer_searching_one_question_embed_it_once(
+    sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot.query_encoder import QueryEncoder
+
+    calls: list[list[str]] = []
+    original = QueryEncoder.encode
+
+    def counting(self: QueryEncoder, texts: list[str]) -> Any:
+        calls.append(texts)
+        return original(self, texts)
+
+    monkeypatch.setattr(QueryEncoder, "encode", counting)
+    question = "Do you ship orchids to Alaska in winter?"
+    router_hits = sample_kb.search(question, k=2)  # the router's KB signals
+    answer_hits = sample_kb.search(question, k=4)  # the retrieval answerer
+    assert calls == [[question]]
+    assert [h.chunk_id for h in answer_hits[:2]] == [h.chunk_id for h in router_hits]
