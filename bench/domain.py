@@ -114,16 +114,12 @@ def hf_nll(model: Any, tok: Any) -> float:
     return total / count
 
 
-def served(loaded: Any, prompts: list[str], tokens: int, system: str, policy: Any, guard: bool = True) -> dict[str, Any]:
-    """A backend as the bot runs it: config's penalties, the guard's early stop, streaming on.
-
-    `guard=False` decodes plain greedy (no penalty, no n-gram ban), like the raw llama.cpp rows,
-    for an apples-to-apples ratio; the guard's finished-answer checks cost nothing per token."""
+def served(loaded: Any, prompts: list[str], tokens: int, system: str, policy: Any) -> dict[str, Any]:
+    """A backend as the bot runs it: config's penalties, the guard's early stop, streaming on."""
     from bot.llm.backend import GenerationParams
     from bot.llm.guard import should_stop_early
 
-    params = (GenerationParams(max_new_tokens=tokens, repetition_penalty=1.15, no_repeat_ngram_size=4) if guard
-              else GenerationParams(max_new_tokens=tokens))
+    params = GenerationParams(max_new_tokens=tokens, repetition_penalty=1.15, no_repeat_ngram_size=4)
     loaded.generate(chat("warm up", system), GenerationParams(max_new_tokens=4))
     speeds, ttfts, texts = [], [], []
     for prompt in prompts:
@@ -173,6 +169,50 @@ def llamacpp_raw(gguf: Path, prompts: list[str], tokens: int, system: str, threa
         n += len(ids) - 1
     scorer.close()
     return {"tok_s": statistics.mean(speeds), "ttft_s": statistics.mean(ttfts), "texts": texts, "nll": total / n}
+
+
+def interleaved_with_adapter(loaded: Any, gguf: Path, lora: Path, prompts: list[str], tokens: int, system: str,
+                             threads: int, rounds: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """llama-cpp-python direct + adapter vs our served model + the same adapter, same greedy decoding.
+
+    The two are a few percent apart while this shared machine's speed drifts by more than that
+    between minutes, so they alternate prompt by prompt and each reports its median."""
+    from llama_cpp import Llama
+
+    from bot.llm.backend import GenerationParams
+
+    llm = Llama(model_path=str(gguf), lora_path=str(lora), n_ctx=1024, n_threads=threads, verbose=False)
+
+    def direct(prompt: str) -> tuple[float, float, str]:
+        started = time.perf_counter()
+        first, count, text = 0.0, 0, ""
+        for chunk in llm.create_chat_completion(chat(prompt, system), max_tokens=tokens, temperature=0.0,
+                                                repeat_penalty=1.0, stream=True):
+            piece = chunk["choices"][0]["delta"].get("content") or ""
+            if piece:
+                count += 1
+                text += piece
+                first = first or time.perf_counter() - started
+        return count / (time.perf_counter() - started), first, text
+
+    def ours(prompt: str) -> tuple[float, float, str]:
+        result = loaded.generate(chat(prompt, system), GenerationParams(max_new_tokens=tokens))
+        return result.new_tokens / result.seconds, result.first_token_s, result.text
+
+    direct("warm up")
+    ours("warm up")
+    runs: dict[str, list[tuple[float, float, str]]] = {"direct": [], "ours": []}
+    for _ in range(rounds):
+        for prompt in prompts:
+            runs["direct"].append(direct(prompt))
+            runs["ours"].append(ours(prompt))
+    llm.close()
+
+    def summary(values: list[tuple[float, float, str]]) -> dict[str, Any]:
+        return {"tok_s": statistics.median(v[0] for v in values), "ttft_s": statistics.median(v[1] for v in values),
+                "texts": [v[2] for v in values[: len(prompts)]]}
+
+    return summary(runs["direct"]), summary(runs["ours"])
 
 
 def shared_words(texts: list[str], reference: list[str], limit: int = 20) -> float:
@@ -330,11 +370,11 @@ def main() -> int:
         # The same r=16, all-linear adapter (random weights, the shape training writes) both ways.
         adapter_dir = make_bundled_shaped_adapter(args.state_dir / "bench-adapter-r16", seed=7, scale=0.02, rank=16)
         peft_adapter_to_gguf(adapter_dir, gguf, adapter_dir / "adapter.gguf")
-        direct = llamacpp_raw(gguf, prompts, tokens, system, threads, lora=adapter_dir / "adapter.gguf")
-        log("llama.cpp + r=16 adapter GGUF, direct (llama-cpp-python)", direct)
         ll = LlamaCppBackend(settings).load(AdapterRef("bench", adapter_dir))
-        plain = served(ll, prompts, tokens, system, policy, guard=False)
-        log("**ours, llamacpp + same adapter**, plain greedy (same decoding as direct)", plain)
+        direct, plain = interleaved_with_adapter(ll, gguf, adapter_dir / "adapter.gguf", prompts, tokens, system,
+                                                 threads, rounds=2 if args.quick else 5)
+        log("llama.cpp + r=16 adapter GGUF, direct (llama-cpp-python; median, interleaved with the next row)", direct)
+        log("**ours, llamacpp + same adapter**, plain greedy (same decoding as direct; median, interleaved)", plain)
         log("**ours, llamacpp + same adapter**, as served (penalty, n-gram blocking, guard)",
             served(ll, prompts, tokens, system, policy))
         ll.close()
@@ -382,6 +422,12 @@ def write_report(args: Any, rows: list[tuple[str, dict[str, Any]]], baseline: di
         "",
         *([f"Framework overhead with an adapter: our served path decodes at {ratio:.2f}x llama-cpp-python used "
            "directly with the same adapter and the same greedy decoding (target >= 0.95x).", ""] if ratio else []),
+        *([f"Absolute target >= 100 tokens/s: {'met' if best >= 100 else 'not met on this machine'}. The fastest "
+           f"row, llama.cpp itself on the shipped GGUF without an adapter, decodes {best:.1f} tokens/s here "
+           "(DESIGN.md measured about 140 on its machine); llama.cpp is the ceiling of any served path "
+           "(see docs/domain-model.md, \"Speed ceiling\").", ""]
+          if (best := max((res["tok_s"] for label, res in rows if "llama.cpp" in label and "raw" in label),
+                          default=0.0)) else []),
         "## Peak memory of a serving process (model loaded, one answer)",
         "",
         "| backend | peak RSS |",
