@@ -131,6 +131,20 @@ def served(loaded: Any, prompts: list[str], tokens: int, system: str, policy: An
     return {"tok_s": statistics.mean(speeds), "ttft_s": statistics.mean(ttfts), "texts": texts}
 
 
+def stream_chat(llm: Any, prompt: str, tokens: int, system: str) -> tuple[float, float, str]:
+    """One greedy streamed chat completion through llama-cpp-python: (tokens/s, first token s, text)."""
+    started = time.perf_counter()
+    first, count, text = 0.0, 0, ""
+    for chunk in llm.create_chat_completion(chat(prompt, system), max_tokens=tokens, temperature=0.0,
+                                            repeat_penalty=1.0, stream=True):
+        piece = chunk["choices"][0]["delta"].get("content") or ""
+        if piece:
+            count += 1
+            text += piece
+            first = first or time.perf_counter() - started
+    return count / (time.perf_counter() - started), first, text
+
+
 def llamacpp_raw(gguf: Path, prompts: list[str], tokens: int, system: str, threads: int,
                  lora: Path | None = None) -> dict[str, Any]:
     """llama-cpp-python used directly, as a user would (streamed chat completion), base or + a LoRA GGUF."""
@@ -142,16 +156,8 @@ def llamacpp_raw(gguf: Path, prompts: list[str], tokens: int, system: str, threa
     llm.create_chat_completion(chat("warm up", system), max_tokens=4, temperature=0.0)
     speeds, ttfts, texts = [], [], []
     for prompt in prompts:
-        started = time.perf_counter()
-        first, count, text = 0.0, 0, ""
-        for chunk in llm.create_chat_completion(chat(prompt, system), max_tokens=tokens, temperature=0.0,
-                                                repeat_penalty=1.0, stream=True):
-            piece = chunk["choices"][0]["delta"].get("content") or ""
-            if piece:
-                count += 1
-                text += piece
-                first = first or time.perf_counter() - started
-        speeds.append(count / (time.perf_counter() - started))
+        speed, first, text = stream_chat(llm, prompt, tokens, system)
+        speeds.append(speed)
         ttfts.append(first)
         texts.append(text)
     llm.close()
@@ -184,16 +190,7 @@ def interleaved_with_adapter(loaded: Any, gguf: Path, lora: Path, prompts: list[
     llm = Llama(model_path=str(gguf), lora_path=str(lora), n_ctx=1024, n_threads=threads, verbose=False)
 
     def direct(prompt: str) -> tuple[float, float, str]:
-        started = time.perf_counter()
-        first, count, text = 0.0, 0, ""
-        for chunk in llm.create_chat_completion(chat(prompt, system), max_tokens=tokens, temperature=0.0,
-                                                repeat_penalty=1.0, stream=True):
-            piece = chunk["choices"][0]["delta"].get("content") or ""
-            if piece:
-                count += 1
-                text += piece
-                first = first or time.perf_counter() - started
-        return count / (time.perf_counter() - started), first, text
+        return stream_chat(llm, prompt, tokens, system)
 
     def ours(prompt: str) -> tuple[float, float, str]:
         result = loaded.generate(chat(prompt, system), GenerationParams(max_new_tokens=tokens))

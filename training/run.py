@@ -1,4 +1,4 @@
-"""One training run: export → fine-tune → evaluate → gate → register/promote → retrain router.
+"""One training run: export → fine-tune → evaluate → gate → GGUF copy + check → register/promote → retrain router.
 
 Called by `supportbot train run`, the scheduler and Slack's `/supportbot train` (in a
 background thread). One run at a time per state directory (a file lock, so a second process
