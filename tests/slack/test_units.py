@@ -240,3 +240,41 @@ def test_serve_without_a_signing_secret_fails_before_loading_models(settings_fac
     settings = settings_factory(env={"SLACK_BOT_TOKEN": "xoxb-1"}, **{"slack.mode": "http"})
     with pytest.raises(ConfigError, match="SLACK_SIGNING_SECRET"):
         serve_slack(settings)
+
+
+def test_serve_starts_even_when_the_domain_model_is_not_ready_yet(
+    settings_factory: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """In the compose layout the inference server may still be starting when a replica starts."""
+    import bot.factory
+    import bot.slack.app
+    import bot.slack.server as server
+    from bot.errors import AnswererUnavailable
+
+    events: list[str] = []
+
+    class NotReady:
+        def warm_up(self) -> None:
+            raise AnswererUnavailable("inference server at http://inference:8000/v1 refused the connection")
+
+    class Runtime:
+        domain, pipeline, store, knowledge = NotReady(), object(), object(), None
+
+        def close(self) -> None:
+            events.append("closed")
+
+    class Services:
+        jobs = type("Jobs", (), {"running": staticmethod(lambda name: False)})()
+
+        def drain(self) -> None:
+            events.append("drained")
+
+    monkeypatch.setattr(bot.factory, "build_runtime", lambda settings, watch: Runtime())
+    monkeypatch.setattr(bot.slack.app, "build_services", lambda *a, **k: Services())
+    monkeypatch.setattr(bot.slack.app, "build_app", lambda *a, **k: "app")
+    monkeypatch.setattr(server.HttpSlackServer, "serve_forever", lambda self: events.append("serving"))
+    settings = settings_factory(env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, **{"slack.mode": "http"})
+    with caplog.at_level("WARNING", logger="bot.slack.server"):
+        serve_slack(settings)
+    assert events == ["serving", "drained", "closed"]
+    assert "domain model not ready at start" in caplog.text and "refused the connection" in caplog.text
