@@ -327,6 +327,10 @@ class SlackConfig(_Section):
     rate_limit_per_minute: int = Field(
         10, ge=1, description="Questions one user may ask per minute."
     )
+    event_retention_days: int = Field(
+        7, ge=1, description="Days a claimed Slack event id is kept for de-duplication (Slack retries "
+        "within minutes); older ids are pruned hourly so the table does not grow forever."
+    )
     answer_workers: int = Field(
         4, ge=1, le=64, description="Answers prepared at once; further questions queue (their "
         "'thinking…' placeholder is already posted)."

@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -298,6 +298,12 @@ class ConversationStore:
                     s, ProcessedEvent, {"event_id": event_id, "received_at": utcnow()}, ["event_id"]
                 )
             )
+
+    def prune_events(self, before: datetime) -> int:
+        """Forget event ids claimed before `before`; returns how many were deleted."""
+        with self._tx() as s:
+            result = s.execute(delete(ProcessedEvent).where(ProcessedEvent.received_at < before))
+            return int(result.rowcount or 0)
 
     # --- dashboards --------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from slack_sdk import WebClient
@@ -36,6 +37,7 @@ from bot.slack.escalation import StaffNotifier, bot_draft_for_staff
 from bot.slack.middleware import QuestionRateLimiter
 
 log = logging.getLogger(__name__)
+PRUNE_EVERY_S = 3600.0
 
 
 class AnswersQuestions(Protocol):
@@ -128,6 +130,8 @@ class AnswerService:
         preview_executor: Executor,
         stream_interval_s: float,
         rate_limit_per_minute: int,
+        event_retention_s: float = 7 * 86400.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
         self.store = store
@@ -138,9 +142,32 @@ class AnswerService:
         self.preview_executor = preview_executor
         self.stream_interval_s = stream_interval_s
         self.rate_limit_per_minute = rate_limit_per_minute
+        self.event_retention_s = event_retention_s
+        self._clock = clock
+        self._next_prune = clock()  # the first question of a process prunes (in the background)
+        self._prune_lock = threading.Lock()
+
+    def _maybe_prune_events(self) -> None:
+        """At most hourly per process, off the ack path: drop event ids older than the retention."""
+        now = self._clock()
+        with self._prune_lock:
+            if now < self._next_prune:
+                return
+            self._next_prune = now + PRUNE_EVERY_S
+        cutoff = datetime.fromtimestamp(now - self.event_retention_s, tz=UTC)
+        self.answer_executor.submit(self._prune, cutoff)
+
+    def _prune(self, cutoff: datetime) -> None:
+        try:
+            removed = self.store.prune_events(cutoff)
+            if removed:
+                log.info("pruned %d Slack event ids claimed before %s", removed, cutoff.isoformat())
+        except Exception:  # housekeeping must never cost an answer
+            log.warning("could not prune old Slack event ids", exc_info=True)
 
     def accept(self, question: Question) -> bool:
         """Claim and queue a question; False when it was a duplicate or the user is rate limited."""
+        self._maybe_prune_events()
         if question.event_id and not self.store.claim_event(question.event_id):
             log.info("event_id=%s already claimed (a Slack retry or another replica); skipping", question.event_id)
             return False

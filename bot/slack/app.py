@@ -106,6 +106,7 @@ def build_services(
         preview_executor=preview_executor,
         stream_interval_s=cfg.stream_update_interval_s,
         rate_limit_per_minute=cfg.rate_limit_per_minute,
+        event_retention_s=cfg.event_retention_days * 86400.0,
     )
     return SlackServices(
         settings=settings,

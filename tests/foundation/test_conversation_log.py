@@ -78,6 +78,22 @@ def test_event_is_claimed_once(tmp_path: Path) -> None:
     assert second.claim_event("Ev2") is True
 
 
+def test_old_event_ids_are_pruned_and_recent_ones_kept(tmp_path: Path, monkeypatch) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import bot.conversation_log.store as store_module
+
+    store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
+    now = datetime.now(UTC)
+    monkeypatch.setattr(store_module, "utcnow", lambda: now - timedelta(days=10))
+    assert store.claim_event("Ev-old") is True
+    monkeypatch.setattr(store_module, "utcnow", lambda: now)
+    assert store.claim_event("Ev-new") is True
+    assert store.prune_events(now - timedelta(days=7)) == 1
+    assert store.claim_event("Ev-new") is False  # a retry of a recent event is still dropped
+    assert store.was_claimed("Ev-old") is False
+
+
 def test_latest_staff_label_wins(tmp_path: Path) -> None:
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     turn_id = store.log_turn("How often to water a Nepenthes?", sample_answer(route="domain"), AskContext())

@@ -278,3 +278,45 @@ def test_serve_starts_even_when_the_domain_model_is_not_ready_yet(
         serve_slack(settings)
     assert events == ["serving", "drained", "closed"]
     assert "domain model not ready at start" in caplog.text and "refused the connection" in caplog.text
+
+
+def test_event_ids_are_pruned_at_most_hourly_and_off_the_ack_path() -> None:
+    from datetime import UTC, datetime
+
+    from bot.slack.answering import AnswerService, Question
+
+    class Store:
+        def __init__(self) -> None:
+            self.cutoffs: list[datetime] = []
+
+        def claim_event(self, event_id: str) -> bool:
+            return False  # every question is a duplicate: accept() stops right after claiming
+
+        def prune_events(self, before: datetime) -> int:
+            self.cutoffs.append(before)
+            return 3
+
+    class Later:
+        def __init__(self) -> None:
+            self.jobs: list[Any] = []
+
+        def submit(self, fn: Any, *args: Any) -> None:
+            self.jobs.append((fn, args))
+
+    store, executor, now = Store(), Later(), [1_000_000.0]
+    service = AnswerService(
+        pipeline=None, store=store, client=None, limiter=None, notifier=None,  # type: ignore[arg-type]
+        answer_executor=executor, preview_executor=executor, stream_interval_s=1.0,  # type: ignore[arg-type]
+        rate_limit_per_minute=10, event_retention_s=7 * 86400.0, clock=lambda: now[0],
+    )
+    question = Question("hi", "U1", "C1", "1.0", "1.0", "Ev1")
+    for step in (0.0, 60.0, 3500.0, 3700.0):
+        now[0] = 1_000_000.0 + step
+        assert service.accept(question) is False
+    assert store.cutoffs == []  # nothing ran inside accept(): the ack path stays fast
+    for fn, args in executor.jobs:
+        fn(*args)
+    assert store.cutoffs == [
+        datetime.fromtimestamp(1_000_000.0 - 7 * 86400.0, tz=UTC),
+        datetime.fromtimestamp(1_003_700.0 - 7 * 86400.0, tz=UTC),
+    ]
