@@ -356,7 +356,7 @@ def main() -> int:
     if llama_cpp_available():
         from bot.llm.backend import AdapterRef
         from bot.llm.llamacpp import LlamaCppBackend
-        from bot.llm.lora_gguf import peft_adapter_to_gguf
+        from bot.llm.lora_gguf import ADAPTER_GGUF, peft_adapter_to_gguf
         from tests.domain.conftest import make_bundled_shaped_adapter
 
         gguf = base_gguf_path(settings)
@@ -366,9 +366,9 @@ def main() -> int:
         ll.close()
         # The same r=16, all-linear adapter (random weights, the shape training writes) both ways.
         adapter_dir = make_bundled_shaped_adapter(args.state_dir / "bench-adapter-r16", seed=7, scale=0.02, rank=16)
-        peft_adapter_to_gguf(adapter_dir, gguf, adapter_dir / "adapter.gguf")
+        peft_adapter_to_gguf(adapter_dir, gguf, adapter_dir / ADAPTER_GGUF)
         ll = LlamaCppBackend(settings).load(AdapterRef("bench", adapter_dir))
-        direct, plain = interleaved_with_adapter(ll, gguf, adapter_dir / "adapter.gguf", prompts, tokens, system,
+        direct, plain = interleaved_with_adapter(ll, gguf, adapter_dir / ADAPTER_GGUF, prompts, tokens, system,
                                                  threads, rounds=2 if args.quick else 5)
         log("llama.cpp + r=16 adapter GGUF, direct (llama-cpp-python; median, interleaved with the next row)", direct)
         log("**ours, llamacpp + same adapter**, plain greedy (same decoding as direct; median, interleaved)", plain)

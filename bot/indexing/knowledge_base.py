@@ -454,7 +454,7 @@ class KnowledgeBase:
         the router and the answerer search the same question with different `k`."""
         cached = self._vectors.get((text,))
         if cached is not None:
-            return cached[0]
+            return cached
         if self._query_encoder is None:
             from bot.query_encoder import QueryEncoder
 
@@ -462,7 +462,7 @@ class KnowledgeBase:
         with limited_torch_threads(self.config.query_threads):
             encoded = self._query_encoder.encode([text])
         vector = np.asarray(encoded[0], dtype=np.float32)
-        self._vectors.put((text,), [vector])
+        self._vectors.put((text,), vector)
         return vector
 
     def _rank(

@@ -128,21 +128,22 @@ class ReadWriteLock:
 
 
 class SearchCache:
-    """A small LRU of recent results: the router and the answerer search the same question."""
+    """A small thread-safe LRU: recent search results and question vectors (router and answerer
+    search the same question)."""
 
     def __init__(self, size: int = 256) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
+        self._items: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[Any, ...]) -> list[Any] | None:
+    def get(self, key: tuple[Any, ...]) -> Any | None:
         with self._lock:
             found = self._items.get(key)
             if found is not None:
                 self._items.move_to_end(key)
             return found
 
-    def put(self, key: tuple[Any, ...], value: list[Any]) -> None:
+    def put(self, key: tuple[Any, ...], value: Any) -> None:
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)

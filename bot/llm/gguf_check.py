@@ -22,11 +22,10 @@ import numpy as np
 
 from bot.config import Settings
 from bot.llm.backend import llama_cpp_available
-from bot.llm.lora_gguf import peft_adapter_to_gguf, validate_adapter_gguf
+from bot.llm.lora_gguf import ADAPTER_GGUF, peft_adapter_to_gguf, validate_adapter_gguf
 
 log = logging.getLogger(__name__)
 
-ADAPTER_GGUF = "adapter.gguf"
 CheckStatus = Literal["passed", "failed", "unchecked", "not_applicable"]
 
 
@@ -105,13 +104,15 @@ class _Counts:
 def _llamacpp_agreement(settings: Settings, base_gguf: Path, adapter_gguf: Path, probes: list[_Probe]) -> _Counts:
     from llama_cpp import Llama
 
+    from bot.llm.llamacpp import llamacpp_threads
+
     longest = max(len(p.prompt_ids) + len(p.answer_ids) for p in probes)
     llama = Llama(
         model_path=str(base_gguf),
         lora_path=str(adapter_gguf),
         n_ctx=max(512, longest + 8),
         n_batch=max(512, longest + 8),
-        n_threads=settings.domain.llamacpp_threads or settings.models.torch_threads or None,
+        n_threads=llamacpp_threads(settings),  # as served
         logits_all=True,
         verbose=False,
     )

@@ -30,12 +30,16 @@ from bot.llm.backend import (
     StopCheck,
     TextCallback,
 )
-from bot.llm.lora_gguf import peft_adapter_to_gguf, validate_adapter_gguf
+from bot.llm.lora_gguf import ADAPTER_GGUF, peft_adapter_to_gguf, validate_adapter_gguf
 from bot.models import base_gguf_path
 
 log = logging.getLogger(__name__)
 
-ADAPTER_GGUF = "adapter.gguf"
+
+
+def llamacpp_threads(settings: Settings) -> int:
+    """Decode threads for llama.cpp: its own setting, else torch's, else every core."""
+    return settings.domain.llamacpp_threads or settings.models.torch_threads or max(1, os.cpu_count() or 2)
 
 
 class LlamaCppBackend:
@@ -51,11 +55,7 @@ class LlamaCppBackend:
         return self._gguf
 
     def threads(self) -> int:
-        return (
-            self.settings.domain.llamacpp_threads
-            or self.settings.models.torch_threads
-            or max(1, os.cpu_count() or 2)
-        )
+        return llamacpp_threads(self.settings)
 
     def adapter_gguf(self, adapter: AdapterRef) -> Path:
         """The adapter's GGUF: shipped in its version folder, or converted once into the cache."""

@@ -23,6 +23,8 @@ from bot.errors import BotError
 log = logging.getLogger(__name__)
 
 PEFT_PREFIX = "base_model.model."
+# The GGUF copy of an adapter inside its registry version folder (written by training).
+ADAPTER_GGUF = "adapter.gguf"
 SUPPORTED_ARCHES = {"llama"}
 
 

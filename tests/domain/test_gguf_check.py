@@ -16,8 +16,9 @@ from bot.answerers.domain_model import DomainAnswerer
 from bot.config import Settings, load_settings
 from bot.llm import lora_gguf
 from bot.llm.backend import llama_cpp_available
-from bot.llm.gguf_check import ADAPTER_GGUF, write_and_check_gguf
-from bot.models import base_llm_dir
+from bot.llm.gguf_check import write_and_check_gguf
+from bot.llm.lora_gguf import ADAPTER_GGUF
+from bot.models import base_llm_dir, bundled_gguf_path
 from bot.registry import ArtifactRegistry, RegistryError
 from tests.domain.conftest import make_bundled_shaped_adapter
 
@@ -85,7 +86,7 @@ def test_a_conversion_bug_fails_the_check_and_the_version_is_never_promoted(
 def test_a_corrupt_gguf_adapter_is_refused_and_the_served_one_stays(real_settings, tmp_path):
     registry = ArtifactRegistry(tmp_path / "adapters")
     good_src = make_bundled_shaped_adapter(tmp_path / "good", seed=3, scale=0.06)
-    lora_gguf.peft_adapter_to_gguf(good_src, lora_gguf_base(), good_src / ADAPTER_GGUF)
+    lora_gguf.peft_adapter_to_gguf(good_src, bundled_gguf_path(), good_src / ADAPTER_GGUF)
     good = registry.add(good_src, {})
     registry.promote(good.version)
     answerer = DomainAnswerer(real_settings, registry=registry)
@@ -104,9 +105,3 @@ def test_a_corrupt_gguf_adapter_is_refused_and_the_served_one_stays(real_setting
         answerer.close()
     assert before.model_version == after.model_version == good.version
     assert after.text == before.text
-
-
-def lora_gguf_base() -> Path:
-    from bot.models import bundled_gguf_path
-
-    return bundled_gguf_path()
