@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,3 +32,26 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+@contextlib.contextmanager
+def atomic_directory(target: Path, *, replace_existing: bool = True) -> Iterator[Path]:
+    """Fill the yielded hidden sibling folder; on success it is renamed to `target`.
+
+    A crash or exception inside the block leaves no trace and `target` untouched, so a reader
+    never finds a half-written model or checkpoint. With `replace_existing=False`, a `target`
+    that appeared meanwhile (another process finished first) is kept and this copy dropped.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            if not replace_existing:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

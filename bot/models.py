@@ -13,12 +13,11 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bot.atomic import atomic_directory
 from bot.config import Settings
 from bot.errors import ModelNotFoundError
 
@@ -131,9 +130,8 @@ def convert_gguf_to_hf(gguf: Path, target: Path) -> Path:
 
     started = time.perf_counter()
     log.info("converting %s to a Hugging Face model (once; about 35 s)", gguf.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    # A concurrent process that finishes first wins; its copy is kept.
+    with atomic_directory(target, replace_existing=False) as tmp:
         quantized = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         # A model loaded from GGUF refuses save_pretrained: rebuild it from a clean config.
@@ -154,13 +152,6 @@ def convert_gguf_to_hf(gguf: Path, target: Path) -> Path:
         (tmp / CONVERSION_MARKER).write_text(
             json.dumps({"source": str(gguf), "converted_at": time.time()}), encoding="utf-8"
         )
-        if target.exists():  # a concurrent process won the race; keep its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("converted %s in %.1fs into %s", gguf.name, time.perf_counter() - started, target)
     return target
 

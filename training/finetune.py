@@ -13,17 +13,15 @@ import hashlib
 import json
 import logging
 import math
-import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.atomic import atomic_write_json
+from bot.atomic import atomic_directory, atomic_write_json
 from bot.config import Settings, TrainingConfig
 from bot.errors import BotError
 from training.dataset import Example
@@ -232,10 +230,8 @@ class _Checkpoints:
     def save(self, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]) -> None:
         import torch
 
-        self.dir.mkdir(parents=True, exist_ok=True)
         name = f"step-{state['step']:06d}"
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.dir))
-        try:
+        with atomic_directory(self.dir / name) as tmp:
             model.save_pretrained(tmp)
             torch.save(
                 {
@@ -246,13 +242,6 @@ class _Checkpoints:
                 },
                 tmp / "trainer_state.pt",
             )
-            target = self.dir / name
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         atomic_write_json(self.root / LATEST, {**state, "dir": f"checkpoints/{name}", "complete": False})
         for old in self.dir.iterdir():
             if old.name != name:
@@ -379,17 +368,8 @@ def _state(step: int, tokens: int, wall: float, losses: list[tuple[int, float]],
 
 def _save_final(root: Path, model: Any, state: dict[str, Any]) -> None:
     """The finished adapter, then `latest.json` marked complete; old checkpoints go last."""
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=root))
-    try:
+    with atomic_directory(root / "adapter") as tmp:
         model.save_pretrained(tmp)
-        target = root / "adapter"
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     atomic_write_json(root / LATEST, {**state, "dir": "adapter", "complete": True})
     shutil.rmtree(root / "checkpoints", ignore_errors=True)
     for sibling in root.parent.iterdir():  # work for older data or settings will not resume

@@ -36,7 +36,6 @@ from bot.models import base_gguf_path
 log = logging.getLogger(__name__)
 
 
-
 def llamacpp_threads(settings: Settings) -> int:
     """Decode threads for llama.cpp: its own setting, else torch's, else every core."""
     return settings.domain.llamacpp_threads or settings.models.torch_threads or max(1, os.cpu_count() or 2)
