@@ -65,6 +65,22 @@ def domain_settings(settings_factory: Callable[..., Settings], tiny_llm_dir: Pat
     return make
 
 
+@pytest.fixture(scope="session")
+def real_settings_factory(
+    tmp_path_factory: pytest.TempPathFactory, bundled_model_cache: Path
+) -> Callable[..., Settings]:
+    """Settings for the real bundled models in a fresh state dir, sharing the session's converted model."""
+    from bot.config import load_settings
+
+    def make(name: str, **dotted: Any) -> Settings:
+        root = tmp_path_factory.mktemp(name)
+        (root / "config.toml").write_text("", encoding="utf-8")
+        overrides = {"app.state_dir": str(root / "var"), "models.cache_dir": str(bundled_model_cache)}
+        return load_settings(root / "config.toml", env={}, overrides={**overrides, **dotted})
+
+    return make
+
+
 @pytest.fixture
 def promote(domain_settings: Callable[..., Settings]) -> Callable[[Settings, Path], str]:
     """Register an adapter folder as the next version and promote it, as training does."""

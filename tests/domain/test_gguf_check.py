@@ -7,13 +7,14 @@ random adapters: marked real_models, run in CI.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bot.answer import AskContext
 from bot.answerers.domain_model import DomainAnswerer
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.llm import lora_gguf
 from bot.llm.backend import llama_cpp_available
 from bot.llm.gguf_check import write_and_check_gguf
@@ -29,24 +30,16 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def real_settings(tmp_path_factory: pytest.TempPathFactory, bundled_model_cache: Path) -> Settings:
-    root = tmp_path_factory.mktemp("gguf-check")
-    (root / "config.toml").write_text("", encoding="utf-8")
-    return load_settings(
-        root / "config.toml",
-        env={},
-        overrides={
-            "app.state_dir": str(root / "var"),
-            "models.cache_dir": str(bundled_model_cache),
-            "domain.backend": "llamacpp",
-            "domain.max_new_tokens": 12,
-            "training.gguf_check_prompts": [
-                "How often should I water a Phalaenopsis orchid?",
-                "What soil mix does a Nepenthes need?",
-                "When is the best time to repot a succulent?",
-            ],
-        },
-    )
+def real_settings(real_settings_factory: Callable[..., Settings]) -> Settings:
+    return real_settings_factory("gguf-check", **{
+        "domain.backend": "llamacpp",
+        "domain.max_new_tokens": 12,
+        "training.gguf_check_prompts": [
+            "How often should I water a Phalaenopsis orchid?",
+            "What soil mix does a Nepenthes need?",
+            "When is the best time to repot a succulent?",
+        ],
+    })
 
 
 @pytest.fixture(scope="module")

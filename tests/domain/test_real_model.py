@@ -5,13 +5,14 @@ Marked `real_models`: the conversion takes about 35 s, so it runs in CI but not 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from bot.answer import AskContext
 from bot.answerers.domain_model import build_domain_answerer
-from bot.config import Settings, load_settings
+from bot.config import Settings
 from bot.llm.backend import AdapterRef, GenerationParams, llama_cpp_available
 from tests.domain.conftest import make_bundled_shaped_adapter
 
@@ -21,14 +22,8 @@ QUESTION = "How often should I water a Masdevallia orchid?"
 
 
 @pytest.fixture(scope="module")
-def real_settings(tmp_path_factory: pytest.TempPathFactory, bundled_model_cache: Path) -> Settings:
-    root = tmp_path_factory.mktemp("real-domain")
-    (root / "config.toml").write_text("", encoding="utf-8")
-    return load_settings(
-        root / "config.toml",
-        env={},
-        overrides={"app.state_dir": str(root / "var"), "models.cache_dir": str(bundled_model_cache), "domain.backend": "hf", "domain.max_new_tokens": 40},
-    )
+def real_settings(real_settings_factory: Callable[..., Settings]) -> Settings:
+    return real_settings_factory("real-domain", **{"domain.backend": "hf", "domain.max_new_tokens": 40})
 
 
 def test_bundled_model_converts_and_answers_a_plant_question(real_settings: Settings):
