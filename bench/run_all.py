@@ -29,9 +29,13 @@ SUMMARY = REPO / "docs" / "benchmarks.md"
 BENCHMARKS = [
     ("router", "bench.router", "router.md"),
     ("knowledge", "bench.knowledge", "knowledge.md"),
+    ("policy", "bench.policy_answers", "policy.md"),
     ("domain", "bench.domain", "domain.md"),
+    ("memory-reuse", "bench.memory_reuse", "memory_reuse.md"),
+    ("memory", "bench.memory", "memory.md"),
     ("training", "bench.bench_finetune", "training.md"),
     ("slack", "bench.slack", "slack.md"),
+    ("slack-flood", "bench.slack_flood", "slack_flood.md"),
     ("rasa", "bench.rasa_actions", "rasa.md"),
 ]
 

@@ -124,7 +124,8 @@ def serve_variant(variant: str, state: str, api_url: str, model_s: float, ports:
         services = build_services(settings, pipeline, store)
         app = build_app(settings, pipeline, store, services=services)
         handler_cls = SlackRequestHandler if variant == "stock-asgi" else None
-    server = HttpSlackServer(app, host="127.0.0.1", port=0, path="/slack/events", handler_cls=handler_cls)
+    server = HttpSlackServer(app, host="127.0.0.1", port=0, path="/slack/events", handler_cls=handler_cls,
+                             signing_secret=SECRET)
     server.start_in_thread()
     ports.put(server.port)
     stop.wait()

@@ -22,7 +22,8 @@ class Source:
     url: str = ""
     updated: str = ""
     score: float = 0.0
-    snippet: str = ""
+    snippet: str = ""  # the section's text (cut to knowledge.answer_max_chars): the fuller quote
+    quote: str = ""  # what the answer quoted from this section (its lead units), verbatim
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,9 @@ class Draft:
     sources: list[Source] = field(default_factory=list)
     confidence: float = 1.0
     model_version: str = ""
+    # How a domain answer was made: "verified" (an expert entry as written), "grounded" (generated
+    # with expert entries in the prompt) or "generated" (the model alone); "" for other routes.
+    kind: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Answer:
     model_version: str = ""
     router_version: str = ""
     fallback_reason: str = ""
+    kind: str = ""  # see Draft.kind
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -41,6 +41,13 @@ class AppConfig(_Section):
         "INFO", description="Logging level for the CLI and servers."
     )
     company_name: str = Field("Rare Roots", description="Shown to customers in help texts.")
+    max_question_chars: int = Field(
+        4000,
+        ge=100,
+        description="Longest question answered, in characters (after cleaning). A longer one gets a "
+        "fixed polite reply asking for a shorter message, is logged cut to this length, and never "
+        "reaches the router or a model.",
+    )
 
 
 class DatabaseConfig(_Section):
@@ -123,8 +130,23 @@ class KnowledgeConfig(_Section):
     answer_max_chars: int = Field(
         700,
         ge=100,
-        description="Longest quoted policy text in an extractive answer; longer chunks are cut "
-        "to their paragraphs closest to the question.",
+        description="Longest section text kept with a citation (the fuller quote under the lead); "
+        "with lead_max_chars = 0, the longest quoted answer, cut to the paragraphs closest to the question.",
+    )
+    lead_max_chars: int = Field(
+        200,
+        ge=0,
+        description="Extractive answers lead with the sentences, list items or table rows that answer "
+        "the question, up to about this many characters (the best unit, the sentence it depends on and "
+        "its conditions are always kept whole). 0 = quote the best chunk whole instead.",
+    )
+    lead_max_units: int = Field(
+        3, ge=1, le=20, description="Most units (sentences, list items, table rows) chosen for the lead, "
+        "not counting the neighbours and conditions kept with them."
+    )
+    lead_sections: int = Field(
+        3, ge=1, le=20, description="Best search hits (sections) whose units compete for the lead; each "
+        "section a unit comes from is cited."
     )
     grounding_min_overlap: float = Field(
         0.6,
@@ -305,6 +327,56 @@ class DomainConfig(_Section):
         description="An answer starting with one of these counts as the model declining: the "
         "pipeline falls back to retrieval or a person.",
     )
+    guard_contact_points: bool = Field(
+        True,
+        description="Remove every sentence of a generated answer that carries a URL, e-mail, phone "
+        "number, price or order/SKU-like code found neither in the knowledge base nor in the entries "
+        "the model was given (a small model invents them).",
+    )
+    guard_min_words_left: int = Field(
+        6,
+        ge=1,
+        description="When fewer words than this are left after removing invented contact points, the "
+        "answer counts as degenerate: the pipeline falls back to retrieval or a person.",
+    )
+
+
+class MemoryConfig(_Section):
+    """The expert memory: Q&A pairs staff and the seed file vouch for, searchable by question."""
+
+    enabled: bool = Field(
+        True, description="Search the expert memory on the domain route (verified answers and grounding)."
+    )
+    poll_s: float = Field(
+        1.0, gt=0, description="How often each process checks the log for new, changed or retracted "
+        "staff labels (a saved correction is searchable within about this long plus embedding time)."
+    )
+    verified_threshold: float = Field(
+        0.99, ge=0.0, le=1.0, description="Cosine similarity at or above which the nearest entry's answer "
+        "is given as written (a verified answer), when the question also names nothing the entry's "
+        "question does not. Chosen for precision on BANKING77 (docs/benchmarks/memory_reuse.md)."
+    )
+    ground_k: int = Field(2, ge=0, le=8, description="Nearest entries put in the domain model's prompt.")
+    ground_min_similarity: float = Field(
+        0.5, ge=0.0, le=1.0, description="Entries less similar than this are not put in the prompt; when "
+        "none reaches it the answer counts as ungrounded."
+    )
+    ground_answer_chars: int = Field(
+        700, ge=50, description="Longest entry answer quoted in the prompt, in characters."
+    )
+    ungrounded: Literal["answer", "fallback"] = Field(
+        "answer", description="A domain question with no entry at ground_min_similarity: 'answer' (the "
+        "model answers, its confidence capped at ungrounded_max_confidence) or 'fallback' (the "
+        "pipeline tries the next route, in the end a person)."
+    )
+    ungrounded_max_confidence: float = Field(
+        0.5, ge=0.0, le=1.0, description="Highest confidence an ungrounded model answer reports (staff "
+        "and customers see it; the eval reports it)."
+    )
+    reuse_policy_corrections: bool = Field(
+        False, description="Also reuse staff corrections of knowledge-base (retrieval) answers as written. "
+        "Off: policies change, so fix the knowledge file instead."
+    )
 
 
 class SlackConfig(_Section):
@@ -343,6 +415,27 @@ class SlackConfig(_Section):
         1.0, ge=0.2, description="Least seconds between edits of a streamed answer (Slack allows "
         "about one chat.update per second per message)."
     )
+    max_body_bytes: int = Field(
+        1_048_576, ge=65_536, description="Largest HTTP request body accepted on the events endpoint; "
+        "larger ones get 413 before they are read, parsed or logged (Slack's own payloads stay far below)."
+    )
+    delivery_retry_s: float = Field(
+        5.0, gt=0, description="First wait before re-posting an answer Slack did not take; doubles per "
+        "attempt up to delivery_retry_max_s."
+    )
+    delivery_retry_max_s: float = Field(
+        300.0, gt=0, description="Longest wait between two attempts to deliver an undelivered answer."
+    )
+    delivery_give_up_hours: float = Field(
+        24.0, gt=0, description="After this long an undelivered answer is marked failed and left to "
+        "staff (App Home and /supportbot status list it)."
+    )
+    delivery_poll_s: float = Field(
+        5.0, gt=0, description="How often each replica looks for answers due another delivery attempt."
+    )
+    connect_retry_max_s: float = Field(
+        60.0, gt=0, description="Longest wait between two auth.test attempts while Slack is unreachable at start."
+    )
     staff_cache_s: float = Field(
         300.0, ge=0.0, description="Seconds the staff user group's members are cached; 0 = ask "
         "Slack every time."
@@ -353,8 +446,20 @@ class SlackConfig(_Section):
 
 
 class RasaConfig(_Section):
-    host: str = Field("0.0.0.0", description="Bind address of the Rasa action server.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Bind address of the Rasa action server. The webhook trusts the sender id it is "
+        "sent, so listen beyond loopback only with SUPPORTBOT_RASA_TOKEN set or behind a firewall "
+        "that lets only the Rasa server in.",
+    )
     port: int = Field(5055, ge=0, le=65535, description="Port of the Rasa action server.")
+    max_body_bytes: int = Field(
+        1_048_576,
+        ge=1024,
+        le=1_073_741_824,
+        description="Largest request body the action server reads (also after deflate decompression); "
+        "larger ones get 413 unread. Rasa's tracker payloads are a few to a few hundred KB.",
+    )
     affirm_intents: list[str] = Field(
         default_factory=lambda: ["affirm"],
         description="Rasa intents that action_support_feedback records as a thumbs-up on the last answer.",
@@ -484,6 +589,7 @@ class Secrets(BaseModel):
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     database_password: SecretStr | None = None
+    rasa_token: SecretStr | None = None
 
 
 SECRET_ENV = {
@@ -491,6 +597,7 @@ SECRET_ENV = {
     "slack_signing_secret": "SLACK_SIGNING_SECRET",
     "slack_app_token": "SLACK_APP_TOKEN",
     "database_password": "SUPPORTBOT_DATABASE_PASSWORD",
+    "rasa_token": "SUPPORTBOT_RASA_TOKEN",  # shared with Rasa's endpoints.yml action_endpoint
 }
 
 
@@ -501,6 +608,7 @@ class Settings(_Section):
     knowledge: KnowledgeConfig = Field(default_factory=KnowledgeConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
     domain: DomainConfig = Field(default_factory=DomainConfig)
+    memory: MemoryConfig = Field(default_factory=MemoryConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
     rasa: RasaConfig = Field(default_factory=RasaConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
@@ -524,8 +632,19 @@ class Settings(_Section):
         return url.render_as_string(hide_password=False)
 
     def masked(self) -> dict[str, Any]:
-        """The effective config as plain data, secrets shown only as set/unset."""
+        """The effective config as plain data, secrets shown only as set/unset.
+
+        A password written inside any URL key (database.url, knowledge.chroma_url, ...) is
+        shown as `***` too: people paste working URLs into config files and env variables.
+        """
+        from bot.masking import mask_url_password
+
         data = self.model_dump(mode="json")
+        for values in data.values():
+            if isinstance(values, dict):
+                for key, value in values.items():
+                    if key.endswith("url") and isinstance(value, str):
+                        values[key] = mask_url_password(value)
         data["secrets"] = {
             env: ("***" if getattr(self.secrets, name) is not None else "(unset)")
             for name, env in SECRET_ENV.items()

@@ -29,3 +29,10 @@ class AnswererUnavailable(BotError):
 
 class StoreError(BotError):
     """The conversation log cannot be opened or migrated."""
+
+
+class StateError(BotError):
+    """Runtime state on disk (state dir, knowledge index, registries) cannot be used as it is.
+
+    Found at start, before any model loads; the message names the path and the fix.
+    """

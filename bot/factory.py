@@ -26,6 +26,7 @@ class Runtime:
     router: Any
     domain: Any
     _closers: list[Any] = field(default_factory=list)
+    memory: Any = None
 
     def close(self) -> None:
         for closer in reversed(self._closers):
@@ -36,18 +37,33 @@ class Runtime:
 
 
 def open_store(settings: Settings) -> ConversationStore:
+    """Open the conversation log after checking its folder; the file itself is checked as it opens."""
+    from bot.state_check import check_state_at_start
+
+    check_state_at_start(settings, knowledge_index=False, registries=False)
     return ConversationStore.open(settings.database_url, echo=settings.database.echo)
 
 
-def build_runtime(settings: Settings, *, watch: bool = False, store: ConversationStore | None = None) -> Runtime:
-    """Load models, sync the knowledge base, build router and answerers, assemble the pipeline."""
+def build_runtime(
+    settings: Settings,
+    *,
+    watch: bool = False,
+    store: ConversationStore | None = None,
+    follow_labels: bool | None = None,
+) -> Runtime:
+    """Check the state on disk, load models, sync the knowledge base and the expert memory, build
+    router and answerers, assemble the pipeline. State problems surface first, as one line,
+    before minutes of loading. `follow_labels` (default: `watch`) keeps the expert memory in step
+    with staff labels saved while the process runs (Slack and Rasa servers)."""
     from bot.answerers.domain_model import build_domain_answerer
     from bot.answerers.escalation import EscalationAnswerer
     from bot.answerers.retrieval import RetrievalAnswerer
     from bot.indexing.knowledge_base import KnowledgeBase
     from bot.models import configure_torch_threads, force_offline, load_embedder
     from bot.router import build_router
+    from bot.state_check import check_state_at_start
 
+    check_state_at_start(settings, conversation_log=False)  # open_store checks the log's own place
     force_offline()
     configure_torch_threads(settings)
     owns_store = store is None
@@ -59,9 +75,15 @@ def build_runtime(settings: Settings, *, watch: bool = False, store: Conversatio
     closers.append(knowledge.close)
     if watch:
         knowledge.start_watching()
-    domain = build_domain_answerer(settings)
+    memory = build_expert_memory(settings, store, embedder, knowledge)
+    if memory is not None:
+        closers.append(memory.close)
+        if watch if follow_labels is None else follow_labels:
+            memory.start_watching()
+    domain = build_domain_answerer(settings, memory, knowledge)
     closers.append(domain.close)
     retrieval = RetrievalAnswerer(settings, knowledge, generator=domain.generator)
+    retrieval.warm_up()  # lead units embedded before the first customer asks (bot.answerers.lead)
     router = build_router(settings, embedder=embedder, knowledge=knowledge, store=store)
     pipeline = Pipeline(
         settings,
@@ -69,4 +91,21 @@ def build_runtime(settings: Settings, *, watch: bool = False, store: Conversatio
         router,
         {"domain": domain, "retrieval": retrieval, "escalate": EscalationAnswerer(settings)},
     )
-    return Runtime(settings, store, pipeline, knowledge, router, domain, closers)
+    return Runtime(settings, store, pipeline, knowledge, router, domain, closers, memory)
+
+
+def build_expert_memory(settings: Settings, store: ConversationStore, embedder: Any, knowledge: Any) -> Any:
+    """The expert memory, synced from the seed file and the log; None when `memory.enabled` is off.
+
+    Questions are embedded once per search: the memory asks the knowledge base for the vector
+    it already computed (and remembers) for the same question."""
+    if not settings.memory.enabled:
+        return None
+    from bot.memory import ExpertMemory
+
+    def embed_texts(texts: Any) -> Any:
+        return embedder.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
+
+    memory = ExpertMemory(settings, store, embed_texts, knowledge.embed_query, knowledge.fingerprint())
+    memory.refresh(force=True)
+    return memory

@@ -2,19 +2,27 @@
 
 Slack, Rasa, the console chat, `ask` and `eval` all call `Pipeline.answer`, so a question gets
 the same answer wherever it is asked, and every answer is in the log for staff to label.
+The question is cleaned here too (`bot.question_input`), so no channel can pass invalid UTF-8,
+control characters or an endless message on to the router, the models or the database; and a
+log that cannot be written never costs the customer an answer it already has.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
 
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
 from bot.answer import Answer, Answerer, AskContext, Draft, PartialCallback, RouteDecision, Router
 from bot.config import ROUTES, Route, Settings
 from bot.conversation_log import ConversationStore
-from bot.errors import AnswererUnavailable
+from bot.errors import AnswererUnavailable, StoreError
+from bot.masking import mask_secrets_in_text
+from bot.question_input import TOO_LONG_REASON, clean_context, clean_question, too_long_reply
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +43,8 @@ class Pipeline:
         self.store = store
         self.router = router
         self.answerers = dict(answerers)
+        self._log_failures = 0  # consecutive failed turn writes: only the first gets a traceback
+        self._log_failures_lock = threading.Lock()  # Slack answers on several threads at once
 
     def route_order(self, decision: RouteDecision) -> tuple[list[Route], str]:
         """Routes to try, in order, and why the first choice was skipped (if it was)."""
@@ -60,11 +70,14 @@ class Pipeline:
         ctx: AskContext | None = None,
         on_partial: PartialCallback | None = None,
     ) -> Answer:
-        ctx = ctx or AskContext()
+        ctx = clean_context(ctx or AskContext())
         started = time.perf_counter()
-        question = question.strip()
+        question = clean_question(question).strip()
         if not question:
             return Answer(text=EMPTY_QUESTION_REPLY, route="escalate", confidence=0.0, reason="empty question")
+        limit = self.settings.app.max_question_chars
+        if len(question) > limit:
+            return self._refuse_too_long(question, ctx, started)
         decision = self.router.decide(question)
         order, fallback_reason = self.route_order(decision)
         reasons = [fallback_reason] if fallback_reason else []
@@ -86,7 +99,8 @@ class Pipeline:
         if draft is None:  # the escalation answerer itself failed; never leave a customer empty
             draft = Draft(text="A person from our team will follow up here shortly.")
             route = "escalate"
-        confidence = decision.confidence if route == decision.route else draft.confidence
+        # An answerer can only lower the router's confidence (an ungrounded model answer says less).
+        confidence = min(decision.confidence, draft.confidence) if route == decision.route else draft.confidence
         answer = Answer(
             text=draft.text,
             route=route,
@@ -97,8 +111,9 @@ class Pipeline:
             model_version=draft.model_version,
             router_version=decision.router_version,
             fallback_reason="; ".join(reasons),
+            kind=draft.kind,
         )
-        turn_id = self.store.log_turn(question, answer, ctx)
+        turn_id = self._log_turn(question, answer, ctx)
         log.info(
             "answered turn=%s route=%s confidence=%.2f latency_ms=%.0f event_id=%s",
             turn_id,
@@ -108,3 +123,50 @@ class Pipeline:
             ctx.event_id,
         )
         return replace(answer, turn_id=turn_id)
+
+    def _refuse_too_long(self, question: str, ctx: AskContext, started: float) -> Answer:
+        """A fixed reply, without the router or any model; the turn is logged cut to the limit."""
+        limit = self.settings.app.max_question_chars
+        answer = Answer(
+            text=too_long_reply(len(question), limit),
+            route="escalate",
+            confidence=0.0,
+            reason=TOO_LONG_REASON,
+            latency_ms=round((time.perf_counter() - started) * 1000, 1),
+            fallback_reason=f"question of {len(question)} characters is over app.max_question_chars ({limit})",
+        )
+        turn_id = self._log_turn(question[:limit], answer, ctx)
+        log.info("refused an over-long question turn=%s chars=%d limit=%d event_id=%s",
+                 turn_id, len(question), limit, ctx.event_id)
+        return replace(answer, turn_id=turn_id)
+
+    def _log_turn(self, question: str, answer: Answer, ctx: AskContext) -> int | None:
+        """Log the turn; when the log cannot be written, the customer still gets the answer.
+
+        A full disk or a read-only database fails every turn until someone fixes it, so only
+        the first failure carries a traceback; the rest are one line each, and the recovery
+        is announced.
+        """
+        try:
+            turn_id = self.store.log_turn(question, answer, ctx)
+        except (SQLAlchemyError, StoreError, OSError) as exc:
+            with self._log_failures_lock:
+                self._log_failures += 1
+                failures = self._log_failures
+            cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+            first_line = (str(cause).strip().splitlines() or [""])[0]
+            log.error(
+                "conversation log write failed (%d in a row), answer shown but not logged: %s: %s event_id=%s",
+                failures,
+                type(cause).__name__,
+                mask_secrets_in_text(first_line),
+                ctx.event_id,
+                exc_info=failures == 1,
+            )
+            return None
+        if self._log_failures:
+            with self._log_failures_lock:
+                failures, self._log_failures = self._log_failures, 0
+            if failures:
+                log.warning("conversation log writes work again after %d failed", failures)
+        return turn_id

@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot.answer import AskContext, Draft, PartialCallback
@@ -27,11 +28,16 @@ from bot.llm.backend import (
     LoadedModel,
     select_backend,
 )
+from bot.llm.contact_guard import ContactAllowlist, remove_invented_contacts
 from bot.llm.guard import GuardPolicy, clean_partial, finalize_answer, should_stop_early
+from bot.memory.grounding import grounded_messages
+from bot.memory.matching import is_verified_match
 from bot.registry import ArtifactRegistry
 
 if TYPE_CHECKING:
+    from bot.indexing.knowledge_base import KnowledgeBase
     from bot.llm.backend import LLMBackend
+    from bot.memory import ExpertMemory
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,17 @@ class _ThrottledPartial:
             log.warning("partial-answer callback failed; generation continues", exc_info=True)
 
 
+def _without_invented_contacts(callback: PartialCallback, allowed: ContactAllowlist) -> PartialCallback:
+    """Streamed text is guarded too: an invented link must not flash up in Slack before the final answer."""
+
+    def forward(text: str) -> None:
+        guarded = remove_invented_contacts(text, allowed, min_words_left=0).text
+        if guarded.strip():
+            callback(guarded)
+
+    return forward
+
+
 class DomainAnswerer:
     route: Route = "domain"
 
@@ -75,9 +92,15 @@ class DomainAnswerer:
         settings: Settings,
         backend: LLMBackend | None = None,
         registry: ArtifactRegistry | None = None,
+        memory: ExpertMemory | None = None,
+        published: Callable[[], ContactAllowlist] | None = None,
     ) -> None:
         self.settings = settings
         self.cfg = settings.domain
+        self.memory = memory if settings.memory.enabled else None
+        # Contact points the shop published (knowledge base); the answer's grounding entries are
+        # added per question. None: nothing is published, so every link or phone is invented.
+        self.published = published or (lambda: ContactAllowlist(frozenset()))
         self._backend = backend
         self.registry = registry or ArtifactRegistry(settings.state_dir / "adapters")
         self.policy = GuardPolicy.from_config(self.cfg)
@@ -260,13 +283,34 @@ class DomainAnswerer:
         return model.version, model.generate(messages, params, on_text, stop_check)
 
     def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
-        messages = [
-            {"role": "system", "content": self.cfg.system_prompt},
-            {"role": "user", "content": question},
-        ]
+        """A verified answer when an expert entry asks the same thing; else the model's answer,
+        grounded in the nearest entries when there are any close enough."""
+        mem = self.settings.memory
+        hits = self.memory.search(question, max(mem.ground_k, 1)) if self.memory is not None else []
+        if hits and is_verified_match(question, hits[0], mem.verified_threshold):
+            top = hits[0]
+            log.info("verified answer entry=%s similarity=%.3f event_id=%s", top.entry.entry_id, top.similarity,
+                     ctx.event_id)
+            return Draft(text=top.entry.answer, confidence=round(top.similarity, 4), kind="verified",
+                         model_version=f"memory:{top.entry.entry_id}")
+        grounding = [hit for hit in hits[: mem.ground_k] if hit.similarity >= mem.ground_min_similarity]
+        if self.memory is not None and not grounding and mem.ungrounded == "fallback":
+            raise AnswererUnavailable(
+                "no expert entry is similar enough to ground an answer (memory.ungrounded = 'fallback')"
+            )
+        messages = grounded_messages(self.cfg.system_prompt, question, grounding, mem.ground_answer_chars)
+        allowed = (
+            self.published().with_texts([h.entry.answer for h in grounding] + [self.cfg.system_prompt])
+            if self.cfg.guard_contact_points
+            else None
+        )
+        if on_partial is not None and allowed is not None:
+            on_partial = _without_invented_contacts(on_partial, allowed)
         version, result = self.run_generation(messages, self.params(), self.policy, on_partial)
         try:
             text = finalize_answer(result.text, self.policy)
+            if allowed is not None:
+                text = remove_invented_contacts(text, allowed, self.cfg.guard_min_words_left).text
         except AnswererUnavailable:
             log.warning(
                 "domain answer rejected version=%s event_id=%s finish=%s raw=%r",
@@ -285,7 +329,9 @@ class DomainAnswerer:
             result.seconds,
             result.first_token_s,
         )
-        return Draft(text=text, model_version=version)
+        kind = "grounded" if grounding else "generated"
+        confidence = 1.0 if grounding or self.memory is None else mem.ungrounded_max_confidence
+        return Draft(text=text, model_version=version, kind=kind, confidence=confidence)
 
 
 class DomainTextGenerator:
@@ -311,6 +357,26 @@ class DomainTextGenerator:
         return finalize_answer(result.text, self.policy)
 
 
-def build_domain_answerer(settings: Settings) -> DomainAnswerer:
+def build_domain_answerer(
+    settings: Settings, memory: ExpertMemory | None = None, knowledge: KnowledgeBase | None = None
+) -> DomainAnswerer:
     """Cheap: the backend is chosen and the model loaded on `warm_up()` or the first question."""
-    return DomainAnswerer(settings)
+    return DomainAnswerer(settings, memory=memory, published=published_contacts(knowledge) if knowledge else None)
+
+
+def published_contacts(knowledge: KnowledgeBase) -> Callable[[], ContactAllowlist]:
+    """The knowledge base's links, phones, prices and codes, rebuilt only when it re-indexes."""
+    cache: dict[int, ContactAllowlist] = {}
+    lock = threading.Lock()
+
+    def current() -> ContactAllowlist:
+        generation = knowledge.generation()
+        with lock:
+            allowlist = cache.get(generation)
+            if allowlist is None:
+                allowlist = ContactAllowlist.from_texts(knowledge.published_texts())
+                cache.clear()
+                cache[generation] = allowlist
+            return allowlist
+
+    return current

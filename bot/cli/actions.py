@@ -19,7 +19,7 @@ def actions(
 ) -> None:
     """Serve action_support_answer and action_support_feedback to a Rasa assistant.
 
-    Loads the models once, then answers Rasa's webhook at http://HOST:PORT/webhook until Ctrl-C. Point the Rasa project's endpoints.yml action_endpoint there (see docs/rasa.md).
+    Loads the models once, then answers Rasa's webhook at http://HOST:PORT/webhook until Ctrl-C. Point the Rasa project's endpoints.yml action_endpoint there (see docs/rasa.md). Listens on 127.0.0.1 by default; with SUPPORTBOT_RASA_TOKEN set, every request but /health must carry that token (see docs/operations.md).
     """
     from bot.cli.main import state
     from bot.rasa.server import serve_actions

@@ -23,9 +23,11 @@ def _open_knowledge_base() -> Any:
     from bot.cli.main import state
     from bot.indexing.knowledge_base import KnowledgeBase
     from bot.models import force_offline, load_embedder
+    from bot.state_check import check_state_at_start
 
     force_offline()
     settings = state.settings()
+    check_state_at_start(settings, conversation_log=False, registries=False)
     return KnowledgeBase(settings, load_embedder(settings))
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 
 from bot.config import Settings, load_settings
 from bot.errors import BotError
+from bot.masking import MaskUrlPasswords, mask_secrets_in_text
 
 app = typer.Typer(
     name="supportbot",
@@ -48,15 +49,12 @@ state = State()
 
 
 def setup_logging(level: str) -> None:
+    """Log to stderr; every record passes `MaskUrlPasswords`, so no URL password reaches a log."""
     from rich.logging import RichHandler
 
-    logging.basicConfig(
-        level=level,
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
+    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
+    handler.addFilter(MaskUrlPasswords())
+    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
     for noisy in ("httpx", "chromadb", "sentence_transformers", "urllib3", "transformers", "sanic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
@@ -132,6 +130,7 @@ def chat() -> None:
 
 
 def run_console_chat(settings: Settings) -> None:
+    """One session until 'exit' or end of input; no single line, however malformed, ends it."""
     import getpass
     import uuid
 
@@ -141,6 +140,8 @@ def run_console_chat(settings: Settings) -> None:
     with console.status("Loading models and the knowledge base..."):
         runtime = build_runtime(settings, watch=settings.knowledge.watch)
     ctx = AskContext(channel="console", user=getpass.getuser(), conversation_key=uuid.uuid4().hex)
+    if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 reach the pipeline, which replaces them
+        sys.stdin.reconfigure(errors="surrogateescape")
     console.print(
         f"[bold]{settings.app.company_name} support[/bold] - ask a question "
         "(try: 'How long does shipping to Canada take?'). Type 'exit' to quit."
@@ -156,7 +157,13 @@ def run_console_chat(settings: Settings) -> None:
                 break
             if not question.strip():
                 continue
-            answer = runtime.pipeline.answer(question, ctx)
+            try:
+                answer = runtime.pipeline.answer(question, ctx)
+            except Exception:  # the boundary of one question: report it, keep the session
+                logging.getLogger(__name__).exception("could not answer this question")
+                console.print("[bold red]bot>[/bold red] Sorry, something went wrong with that question "
+                              "(details in the log above). Please try again.")
+                continue
             console.print("[bold green]bot>[/bold green] ", end="")
             _print_answer(answer)
     finally:
@@ -200,9 +207,9 @@ def serve() -> None:
 
 def _register_command_groups() -> None:
     """Command groups live beside the code they drive; each module exposes `register(app)`."""
-    from bot.cli import actions, evaluate, knowledge, models, router, training
+    from bot.cli import actions, evaluate, knowledge, memory, models, router, training
 
-    for module in (knowledge, router, models, training, actions, evaluate):
+    for module in (knowledge, memory, router, models, training, actions, evaluate):
         module.register(app)
 
 
@@ -213,7 +220,7 @@ def main() -> None:
     try:
         app()
     except BotError as exc:
-        sys.stderr.write(f"error: {exc}\n")
+        sys.stderr.write(f"error: {mask_secrets_in_text(str(exc))}\n")
         raise SystemExit(2) from None
 
 

@@ -105,9 +105,26 @@ def m002_turn_fallback_reason(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE turns ADD COLUMN fallback_reason TEXT NOT NULL DEFAULT ''"))
 
 
+def m003_turn_delivery(conn: Connection) -> None:
+    """Whether Slack took the answer: an undelivered one is kept and re-posted, never lost."""
+    conn.execute(text("ALTER TABLE turns ADD COLUMN delivery VARCHAR(16) NOT NULL DEFAULT ''"))
+    conn.execute(text("ALTER TABLE turns ADD COLUMN delivery_attempts INTEGER NOT NULL DEFAULT 0"))
+    timestamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    conn.execute(text(f"ALTER TABLE turns ADD COLUMN delivery_next_at {timestamp}"))
+    conn.execute(text("ALTER TABLE turns ADD COLUMN delivery_error TEXT NOT NULL DEFAULT ''"))
+    conn.execute(text("CREATE INDEX ix_turns_delivery ON turns (delivery)"))
+
+
+def m004_turn_answer_kind(conn: Connection) -> None:
+    """How a domain answer was made (verified / grounded / generated), for staff and eval."""
+    conn.execute(text("ALTER TABLE turns ADD COLUMN answer_kind VARCHAR(16) NOT NULL DEFAULT ''"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_turn_fallback_reason", m002_turn_fallback_reason),
+    ("003_turn_delivery", m003_turn_delivery),
+    ("004_turn_answer_kind", m004_turn_answer_kind),
 ]
 
 

@@ -57,6 +57,15 @@ class Turn(Base):
     message_ts: Mapped[str] = mapped_column(String(32), default="", index=True)
     fallback_reason: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    # Slack delivery: "" (not Slack, or posted on the first try), "pending" (Slack did not take
+    # it; re-posted from delivery_next_at on), "delivered" (posted after a retry), "failed"
+    # (given up; staff see it). The answer text stays in the log either way.
+    delivery: Mapped[str] = mapped_column(String(16), default="", index=True)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    delivery_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    delivery_error: Mapped[str] = mapped_column(Text, default="")
+    # How a domain answer was made: verified | grounded | generated ("" for other routes).
+    answer_kind: Mapped[str] = mapped_column(String(16), default="")
 
     conversation: Mapped[Conversation] = relationship(back_populates="turns")
 
@@ -83,7 +92,7 @@ class StaffLabel(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id"), index=True)
     staff_user_id: Mapped[str] = mapped_column(String(255))
-    verdict: Mapped[str] = mapped_column(String(16))  # correct | incorrect
+    verdict: Mapped[str] = mapped_column(String(16))  # correct | incorrect | retracted (withdraws the turn's label)
     corrected_answer: Mapped[str] = mapped_column(Text, default="")
     correct_route: Mapped[str] = mapped_column(String(16), default="")
     note: Mapped[str] = mapped_column(Text, default="")

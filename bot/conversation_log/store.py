@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import case, create_engine, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
@@ -86,20 +86,42 @@ class ConversationStore:
 
     @classmethod
     def open(cls, url: str, echo: bool = False) -> ConversationStore:
-        """Open (and migrate) the log; a bad URL or unreachable server becomes a `StoreError`."""
+        """Open (and migrate) the log; every reason it cannot be used becomes a one-line `StoreError`.
+
+        A SQLite file is checked first (`PRAGMA quick_check`, read-only) so a damaged log is
+        refused untouched, never migrated; a folder or file that cannot be written is named as
+        such instead of blaming database.url. Messages never show a password from the URL.
+        """
+        from bot.conversation_log.sqlite_file import (
+            check_sqlite_log,
+            explain_unwritable_log,
+            sqlite_file_path,
+        )
+        from bot.masking import mask_secrets_in_text
+
+        sqlite_file = sqlite_file_path(url)
+        if sqlite_file is not None:
+            check_sqlite_log(sqlite_file)
         try:
             engine = make_engine(url, echo=echo)
             migrate(engine)
-        except OperationalError as exc:
+        except (OperationalError, OSError) as exc:  # OSError: the SQLite folder cannot be created
+            reason = " ".join(mask_secrets_in_text(str(getattr(exc, "orig", None) or exc)).split())  # one line
+            if sqlite_file is not None:
+                raise StoreError(
+                    explain_unwritable_log(sqlite_file, reason)
+                    or f"{sqlite_file}: cannot open the conversation log ({reason}); check that this user "
+                    "may read and write it and its folder"
+                ) from None
             raise StoreError(
-                f"database.url: cannot open the conversation log ({exc.orig}); check the URL, "
+                f"database.url: cannot open the conversation log ({reason}); check the URL, "
                 "that the server runs, and SUPPORTBOT_DATABASE_PASSWORD"
             ) from None
         except Exception as exc:  # unknown driver, malformed URL
             if isinstance(exc, StoreError):
                 raise
-            raise StoreError(f"database.url: {exc} (use e.g. sqlite:///var/supportbot.db or "
-                             "postgresql+psycopg://user@host/db)") from None
+            raise StoreError(f"database.url: {' '.join(mask_secrets_in_text(str(exc)).split())} (use e.g. "
+                             "sqlite:///var/supportbot.db or postgresql+psycopg://user@host/db)") from None
         return cls(engine)
 
     def close(self) -> None:
@@ -159,6 +181,7 @@ class ConversationStore:
                 thread_ts=ctx.thread_ts,
                 message_ts="",
                 fallback_reason=answer.fallback_reason,
+                answer_kind=answer.kind,
                 created_at=utcnow(),
             )
             s.add(turn)
@@ -250,8 +273,29 @@ class ConversationStore:
             s.flush()
             return label.id
 
+    def retract_label(self, turn_id: int, staff_user_id: str, note: str = "") -> int:
+        """Withdraw the staff label on a turn: it leaves the expert memory and the training data.
+
+        Recorded as a label of its own ("retracted"), so the history of who said what stays in
+        the log; a later correct/incorrect label on the same turn counts again.
+        """
+        with self._tx() as s:
+            label = StaffLabel(turn_id=turn_id, staff_user_id=staff_user_id, verdict="retracted",
+                               corrected_answer="", correct_route="", note=note, created_at=utcnow())
+            s.add(label)
+            s.flush()
+            return label.id
+
+    def label_watermark(self) -> tuple[int, int]:
+        """(newest label id, label count): changes whenever a label is added, replaced or retracted,
+        cheaply enough for every replica to poll it every second."""
+        with self._sessions() as s:
+            newest, count = s.execute(select(func.max(StaffLabel.id), func.count(StaffLabel.id))).one()
+            return int(newest or 0), int(count or 0)
+
     def labeled_turns(self, since: datetime | None = None) -> list[LabeledTurn]:
-        """The latest staff label per turn (a later label overrides an earlier one)."""
+        """The latest staff label per turn (a later label overrides an earlier one); turns whose
+        latest label is a retraction are left out."""
         with self._sessions() as s:
             latest = (
                 select(StaffLabel.turn_id, func.max(StaffLabel.id).label("label_id"))
@@ -262,6 +306,7 @@ class ConversationStore:
                 select(Turn, StaffLabel)
                 .join(latest, latest.c.turn_id == Turn.id)
                 .join(StaffLabel, StaffLabel.id == latest.c.label_id)
+                .where(StaffLabel.verdict != "retracted")
                 .order_by(StaffLabel.id)
             )
             if since is not None:
@@ -283,7 +328,7 @@ class ConversationStore:
 
     def count_labels_since(self, since: datetime | None) -> int:
         with self._sessions() as s:
-            stmt = select(func.count(StaffLabel.id))
+            stmt = select(func.count(StaffLabel.id)).where(StaffLabel.verdict != "retracted")
             if since is not None:
                 stmt = stmt.where(StaffLabel.created_at > since)
             return int(s.execute(stmt).scalar_one())
@@ -349,3 +394,85 @@ class ConversationStore:
         """Whether some replica already claimed this id (e.g. an escalation), without claiming it."""
         with self._sessions() as s:
             return s.get(ProcessedEvent, event_id) is not None
+
+    def release_event(self, *event_ids: str) -> None:
+        """Un-claim events whose question could not be stored, so Slack's retry is answered."""
+        with self._tx() as s:
+            s.execute(delete(ProcessedEvent).where(ProcessedEvent.event_id.in_(event_ids)))
+
+    # --- Slack delivery of answers ------------------------------------------------------------
+
+    def mark_delivered(self, turn_id: int, message_ts: str) -> None:
+        """The answer is in Slack at `message_ts`; a pending turn becomes "delivered"."""
+        with self._tx() as s:
+            s.execute(
+                update(Turn)
+                .where(Turn.id == turn_id)
+                .values(
+                    message_ts=message_ts,
+                    delivery=case((Turn.delivery.in_(("pending", "failed")), "delivered"), else_=Turn.delivery),
+                    delivery_next_at=None,
+                )
+            )
+
+    def mark_undelivered(self, turn_id: int, error: str, next_at: datetime) -> None:
+        """Slack did not take the answer: keep it pending, to be re-posted from `next_at` on."""
+        with self._tx() as s:
+            s.execute(
+                update(Turn)
+                .where(Turn.id == turn_id)
+                .values(delivery="pending", delivery_next_at=next_at, delivery_error=error[:500],
+                        delivery_attempts=Turn.delivery_attempts + 1)
+            )
+
+    def claim_due_deliveries(self, now: datetime, lease_until: datetime, limit: int = 20) -> list[Turn]:
+        """Pending answers due a new attempt, each leased to this caller alone until `lease_until`.
+
+        The conditional update is the lease: of two replicas polling at once, only one moves
+        `delivery_next_at` forward, so an answer is never re-posted twice in parallel.
+        """
+        claimed: list[Turn] = []
+        with self._sessions() as s:
+            due = list(
+                s.execute(
+                    select(Turn.id)
+                    .where(Turn.delivery == "pending", Turn.delivery_next_at <= now)
+                    .order_by(Turn.id)
+                    .limit(limit)
+                ).scalars()
+            )
+        for turn_id in due:
+            with self._tx() as s:
+                result = s.execute(
+                    update(Turn)
+                    .where(Turn.id == turn_id, Turn.delivery == "pending", Turn.delivery_next_at <= now)
+                    .values(delivery_next_at=lease_until)
+                )
+                if result.rowcount == 1:
+                    turn = s.get(Turn, turn_id)
+                    if turn is not None:
+                        claimed.append(turn)
+        return claimed
+
+    def mark_delivery_failed(self, turn_id: int, error: str) -> None:
+        """Given up: staff see the answer as undelivered in App Home and /supportbot status."""
+        with self._tx() as s:
+            s.execute(
+                update(Turn)
+                .where(Turn.id == turn_id)
+                .values(delivery="failed", delivery_next_at=None, delivery_error=error[:500])
+            )
+
+    def undelivered_turns(self, limit: int = 10) -> list[Turn]:
+        """Answers Slack has not taken yet (pending) or that were given up (failed), newest first."""
+        with self._sessions() as s:
+            return list(
+                s.execute(
+                    select(Turn).where(Turn.delivery.in_(("pending", "failed"))).order_by(Turn.id.desc()).limit(limit)
+                ).scalars()
+            )
+
+    def count_undelivered(self) -> int:
+        with self._sessions() as s:
+            stmt = select(func.count(Turn.id)).where(Turn.delivery.in_(("pending", "failed")))
+            return int(s.execute(stmt).scalar_one())

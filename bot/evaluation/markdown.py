@@ -64,6 +64,7 @@ def render_markdown(report: dict[str, Any], charts: dict[str, str], comparison: 
                 ["token F1 vs reference", quality["all"]["token_f1"]],
                 ["ROUGE-L vs reference", quality["all"]["rouge_l"]],
                 ["citation hit rate", quality["all"]["citation_hit_rate"]],
+                ["key fact in the first sentence", quality["all"].get("key_fact_rate")],
                 ["latency p50 / p95 (ms)", f"{_ms(latency['all']['p50'])} / {_ms(latency['all']['p95'])}"],
             ],
         ),
@@ -93,14 +94,16 @@ def render_markdown(report: dict[str, Any], charts: dict[str, str], comparison: 
         "## Answer quality by expected route",
         "",
         "Scored against the reference answers; a degenerate answer scores 0. Citation hit: the "
-        "answer cites one of the question's expected source files.",
+        "answer cites one of the question's expected source files. Key fact: the answer's first "
+        "sentence states the question's `key_fact` (a price, a duration, \"do not ship\").",
         "",
         *_table(
             ["route", "questions", "with reference", "token F1", "ROUGE-L", "with expected source",
-             "citation hit rate", "degenerate"],
+             "citation hit rate", "key fact first", "degenerate"],
             [
-                [r, *(quality[r][k] for k in ("items", "with_reference", "token_f1", "rouge_l",
-                                               "with_expected_source", "citation_hit_rate", "degenerate"))]
+                [r, *(quality[r].get(k) for k in ("items", "with_reference", "token_f1", "rouge_l",
+                                                   "with_expected_source", "citation_hit_rate", "key_fact_rate",
+                                                   "degenerate"))]
                 for r in (*ROUTES, "all")
             ],
         ),
@@ -108,6 +111,25 @@ def render_markdown(report: dict[str, Any], charts: dict[str, str], comparison: 
     ]
     if "quality" in charts:
         out += [f"![answer quality]({charts['quality']})", ""]
+    kinds = report.get("answer_kinds") or {}
+    if kinds:
+        out += [
+            "## How the answers were made",
+            "",
+            "By the route that answered. A domain answer is *verified* (an expert memory entry as "
+            "written), *grounded* (generated with expert entries in the prompt) or *generated* (the "
+            "model alone).",
+            "",
+            *_table(
+                ["route", "kind", "answers", "with reference", "token F1", "ROUGE-L", "degenerate"],
+                [
+                    [route, kind, *(q.get(k) for k in ("items", "with_reference", "token_f1", "rouge_l", "degenerate"))]
+                    for route, by_kind in kinds.items()
+                    for kind, q in by_kind.items()
+                ],
+            ),
+            "",
+        ]
     out += [
         "## Latency by answering route",
         "",

@@ -36,6 +36,28 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"“'(\[$€£])")
+
+
+def first_sentence(text: str) -> str:
+    """The first line's first sentence: what a customer reads before deciding to read on."""
+    line = text.strip().split("\n", 1)[0]
+    return _SENTENCE_END.split(line, maxsplit=1)[0].strip()
+
+
+def states_key_fact(answer: str, key_facts: Sequence[str]) -> bool:
+    """Whether the answer's first sentence states one of the key facts ("$3.50", "30 days", "do not ship").
+
+    Compared as token sequences, so punctuation and case do not matter ("$24.95" matches "$24.95.").
+    """
+    sentence = tokenize(first_sentence(answer))
+    for fact in key_facts:
+        wanted = tokenize(fact)
+        if wanted and any(sentence[i : i + len(wanted)] == wanted for i in range(len(sentence) - len(wanted) + 1)):
+            return True
+    return False
+
+
 def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
     """Longest common subsequence by dynamic programming, two rows of memory."""
     if len(a) < len(b):

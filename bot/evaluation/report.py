@@ -65,6 +65,7 @@ def routing_summary(results: list[ItemResult]) -> dict[str, Any]:
 def quality_summary(results: list[ItemResult]) -> dict[str, Any]:
     with_ref = [r for r in results if r.token_f1 is not None]
     with_src = [r for r in results if r.citation_hit is not None]
+    with_fact = [r for r in results if r.key_fact_hit is not None]
     return {
         "items": len(results),
         "with_reference": len(with_ref),
@@ -72,6 +73,9 @@ def quality_summary(results: list[ItemResult]) -> dict[str, Any]:
         "rouge_l": _mean([r.rouge_l for r in with_ref if r.rouge_l is not None]),
         "with_expected_source": len(with_src),
         "citation_hit_rate": _rate(sum(bool(r.citation_hit) for r in with_src), len(with_src)),
+        "with_key_fact": len(with_fact),
+        # Share of answers whose first sentence states the reference's key fact (price, days, yes/no).
+        "key_fact_rate": _rate(sum(bool(r.key_fact_hit) for r in with_fact), len(with_fact)),
         "degenerate": sum(r.degenerate for r in results),
     }
 
@@ -127,6 +131,16 @@ def summarize(
                 for route in ROUTES
             },
         },
+        # How each route's answers were made (a domain answer: verified / grounded / generated)
+        # and how good each kind was: where the quality comes from, not only how much of it.
+        "answer_kinds": {
+            route: {
+                kind or "-": quality_summary([r for r in results if r.route == route and r.kind == kind])
+                for kind in sorted({r.kind for r in results if r.route == route})
+            }
+            for route in ROUTES
+            if any(r.route == route for r in results)
+        },
         "degenerate": {
             "count": sum(r.degenerate for r in results),
             "rate": _rate(sum(r.degenerate for r in results), len(results)),
@@ -168,6 +182,7 @@ COMPARED_METRICS: list[tuple[str, tuple[str, ...], bool | None]] = [
     *[(f"token F1: {r}", ("quality", r, "token_f1"), True) for r in ROUTES],
     *[(f"ROUGE-L: {r}", ("quality", r, "rouge_l"), True) for r in ROUTES],
     ("citation hit rate", ("quality", "all", "citation_hit_rate"), True),
+    ("key fact in first sentence", ("quality", "all", "key_fact_rate"), True),
     ("latency p50 ms (all)", ("latency_ms", "all", "p50"), False),
     ("latency p95 ms (all)", ("latency_ms", "all", "p95"), False),
     *[(f"latency p95 ms: {r}", ("latency_ms", r, "p95"), False) for r in ROUTES],

@@ -18,14 +18,21 @@ from typing import Any
 from bot.answer import AskContext
 from bot.config import ROUTES
 from bot.errors import BotError
-from bot.evaluation.metrics import DEGENERATE_NGRAM, DEGENERATE_THRESHOLD, degenerate_ratio, rouge_l, token_f1
+from bot.evaluation.metrics import (
+    DEGENERATE_NGRAM,
+    DEGENERATE_THRESHOLD,
+    degenerate_ratio,
+    rouge_l,
+    states_key_fact,
+    token_f1,
+)
 from bot.llm.guard import GuardPolicy, degenerate_reason
 from bot.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 EVAL_CHANNEL = "eval"
-KNOWN_FIELDS = ("id", "question", "expected_route", "reference", "expected_source", "notes")
+KNOWN_FIELDS = ("id", "question", "expected_route", "reference", "expected_source", "key_fact", "notes")
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -42,6 +49,7 @@ class EvalItem:
     expected_route: str
     reference: str = ""
     expected_sources: tuple[str, ...] = ()
+    key_facts: tuple[str, ...] = ()  # the answer's first sentence should state one of these
 
 
 @dataclass(frozen=True)
@@ -68,12 +76,14 @@ class ItemResult:
     token_f1: float | None = None
     rouge_l: float | None = None
     citation_hit: bool | None = None
+    key_fact_hit: bool | None = None
     degenerate_ratio: float = 0.0
     degenerate: bool = False
     fallback_reason: str = ""
     model_version: str = ""
     router_version: str = ""
     turn_id: int | None = None
+    kind: str = ""  # how a domain answer was made: verified | grounded | generated
 
     @property
     def route_correct(self) -> bool:
@@ -105,6 +115,11 @@ def parse_item(raw: str, line: int) -> EvalItem:
         sources = [sources]
     if not isinstance(sources, list) or not all(isinstance(s, str) and s.strip() for s in sources):
         raise ValueError("'expected_source' must be a file name or a list of file names")
+    key_facts = data.get("key_fact", [])
+    if isinstance(key_facts, str):
+        key_facts = [key_facts]
+    if not isinstance(key_facts, list) or not all(isinstance(f, str) and f.strip() for f in key_facts):
+        raise ValueError("'key_fact' must be a short text (a price, a duration, \"do not ship\") or a list of them")
     item_id = data.get("id", f"line-{line}")
     if not isinstance(item_id, str | int) or isinstance(item_id, bool):
         raise ValueError("'id' must be a string or a number")
@@ -115,6 +130,7 @@ def parse_item(raw: str, line: int) -> EvalItem:
         expected_route=route,
         reference=reference.strip(),
         expected_sources=tuple(s.strip() for s in sources),
+        key_facts=tuple(f.strip() for f in key_facts),
     )
 
 
@@ -192,11 +208,14 @@ def evaluate_item(
         model_version=answer.model_version,
         router_version=answer.router_version,
         turn_id=answer.turn_id,
+        kind=answer.kind,
     )
     if item.reference:
         # A looping answer can share many words with the reference; it still failed the customer.
         result.token_f1 = 0.0 if degenerate else round(token_f1(answer.text, item.reference), 4)
         result.rouge_l = 0.0 if degenerate else round(rouge_l(answer.text, item.reference), 4)
+    if item.key_facts:
+        result.key_fact_hit = not degenerate and states_key_fact(answer.text, item.key_facts)
     if item.expected_sources:
         result.citation_hit = any(
             source_matches(path, expected) for path in cited for expected in item.expected_sources

@@ -167,6 +167,23 @@ class ChromaCollection:
         return [(chunk_id, 1.0 - float(d)) for chunk_id, d in zip(ids, distances, strict=False)]
 
 
+    def query(self, vector: np.ndarray, n: int) -> list[tuple[StoredChunk, float]]:
+        """The n nearest records with their text and metadata, and their cosine similarity."""
+        if n <= 0:
+            return []
+        result = self._collection.query(
+            query_embeddings=[vector], n_results=n, include=["documents", "metadatas", "distances"]
+        )
+        ids = result["ids"][0] if result["ids"] else []
+        docs = result["documents"][0] if result["documents"] else []
+        metas = result["metadatas"][0] if result["metadatas"] else []
+        distances = result["distances"][0] if result["distances"] else []
+        return [
+            (StoredChunk(record_id, doc or "", dict(meta or {})), 1.0 - float(distance))
+            for record_id, doc, meta, distance in zip(ids, docs, metas, distances, strict=False)
+        ]
+
+
 def complete_versions(stored: list[StoredChunk]) -> dict[tuple[str, str], int]:
     """(path, version) -> chunk count, for versions whose every chunk is in Chroma."""
     counts: dict[tuple[str, str], int] = {}

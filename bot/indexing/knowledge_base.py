@@ -229,7 +229,10 @@ class KnowledgeBase:
         new_manifest: dict[str, dict[str, Any]] = {}
         pending: list[_PendingDocument] = []
 
-        files, unsupported = scan_folder(root)
+        files, unsupported, refused_links = scan_folder(root)
+        for rel, link, reason in refused_links:
+            with contextlib.suppress(OSError):  # gone already: nothing to report
+                self._skip(report, rel, link.lstat(), reason)
         for rel, path in unsupported:
             with contextlib.suppress(OSError):  # gone already: nothing to report
                 self._skip(report, rel, path.stat(), f"unsupported file type {path.suffix or '(no suffix)'}; "
@@ -428,6 +431,16 @@ class KnowledgeBase:
 
     def __len__(self) -> int:
         return len(self._snapshot.records)
+
+    def chunk_texts(self) -> list[str]:
+        """The text of every chunk a search can return now (for answerers that prepare per chunk)."""
+        return [record.text for record in self._snapshot.records.values()]
+
+    def published_texts(self) -> list[str]:
+        """Everything the shop has published here, chunk texts and document URLs: what a generated
+        answer may repeat (links, prices, codes) without having invented it."""
+        records = list(self._snapshot.records.values())
+        return [record.text for record in records] + sorted({record.url for record in records if record.url})
 
     def search(self, query: str, k: int | None = None, *, lexical_weight: float | None = None) -> list[SearchHit]:
         """The k most relevant chunks, best first; `score` fuses embedding and BM25 relevance."""

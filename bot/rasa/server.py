@@ -4,72 +4,32 @@ rasa-sdk's `run()` pickles its executor into worker processes, which would load 
 again per worker; `serve_actions` instead runs the same app in a single process on a socket
 we bind, so models load once and a port of 0 reports the port it got.
 
-rasa-sdk answers an unknown action with 404 and a rejected one with 400, but a body that is
-not JSON or a tracker without a sender id reaches its catch-all handler as a 500 with a Python
-error message. A request middleware turns those into the same 400 `{"error", "action_name"}`
-shape Rasa already handles as a rejected action, before the SDK sees them.
+The webhook trusts the `sender_id` it is sent, so whoever can reach it can answer and vote as
+anyone: it listens on 127.0.0.1 unless told otherwise, and `bot.rasa.guard` checks the shared
+token (when `SUPPORTBOT_RASA_TOKEN` is set), the body size and the call's shape before the SDK
+sees a request, turning every request fault into a 4xx with a JSON error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import ipaddress
 import logging
 import socket
 import threading
-import zlib
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sanic import Request, Sanic, response
-from sanic.response import HTTPResponse
+from sanic import Sanic
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.pipeline import Pipeline
 from bot.rasa.actions import ACTION_SUPPORT_ANSWER, ACTION_SUPPORT_FEEDBACK, build_action_executor
+from bot.rasa.guard import WEBHOOK_PATH, install_request_guard
 
 log = logging.getLogger(__name__)
-
-WEBHOOK_PATH = "/webhook"
-
-
-def find_action_call_problem(
-    body: bytes, content_encoding: str | None, known_actions: Collection[str]
-) -> tuple[str, str] | None:
-    """Why a webhook body cannot be run, as (error, action name), or None when it can.
-
-    Unknown actions pass through so rasa-sdk answers them with its own 404.
-    """
-    raw = body
-    if (content_encoding or "").lower() == "deflate":
-        try:
-            raw = zlib.decompress(body)
-        except zlib.error:
-            return "request body says Content-Encoding: deflate but is not deflate data", ""
-    try:
-        call = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return "Invalid body request: not JSON", ""
-    if not isinstance(call, dict):
-        return f"Invalid body request: expected a JSON object, got {type(call).__name__}", ""
-    action = call.get("next_action")
-    if not isinstance(action, str) or action not in known_actions:
-        return None
-    tracker = call.get("tracker")
-    if not isinstance(tracker, dict):
-        return "malformed tracker: 'tracker' must be an object", action
-    if not isinstance(tracker.get("sender_id"), str) or not tracker["sender_id"]:
-        return "malformed tracker: 'tracker.sender_id' must be a non-empty string", action
-    for key, kind in (("latest_message", dict), ("slots", dict), ("events", list)):
-        value = tracker.get(key)
-        if value is not None and not isinstance(value, kind):
-            return f"malformed tracker: 'tracker.{key}' must be a JSON {kind.__name__}", action
-    domain = call.get("domain")
-    if domain is not None and not isinstance(domain, dict):
-        return "malformed domain: 'domain' must be an object", action
-    return None
 
 
 def build_action_server(settings: Settings, pipeline: Pipeline, store: ConversationStore) -> Sanic:
@@ -82,19 +42,13 @@ def build_action_server(settings: Settings, pipeline: Pipeline, store: Conversat
 
     executor = build_action_executor(settings, pipeline, store)
     app = create_app(executor, cors_origins=None)
-    known = frozenset(executor.actions)
-
-    @app.on_request
-    async def reject_malformed_action_calls(request: Request) -> HTTPResponse | None:
-        if request.method != "POST" or request.path != WEBHOOK_PATH:
-            return None
-        problem = find_action_call_problem(request.body, request.headers.get("Content-Encoding"), known)
-        if problem is None:
-            return None
-        error, action_name = problem
-        log.warning("rejected rasa action call action=%s: %s", action_name or "(unknown)", error)
-        return response.json({"error": error, "action_name": action_name}, status=400)
-
+    token = settings.secrets.rasa_token
+    install_request_guard(
+        app,
+        known_actions=frozenset(executor.actions),
+        token=token.get_secret_value() if token is not None else None,
+        max_body_bytes=settings.rasa.max_body_bytes,
+    )
     return app
 
 
@@ -171,6 +125,27 @@ def serve_in_thread(app: Sanic, host: str = "127.0.0.1", port: int = 0) -> Itera
         Sanic.unregister_app(app)
 
 
+def exposure_warning(host: str, token_set: bool) -> str | None:
+    """Why this bind address is unsafe, or None: without a token, the network is the only lock.
+
+    Anyone who reaches the webhook can answer and vote as any Rasa sender id, so an
+    unauthenticated server must be reachable from the Rasa server alone.
+    """
+    if token_set:
+        return None
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: we cannot tell where it points
+        loopback = False
+    if loopback:
+        return None
+    return (
+        f"Rasa action server listens on {host} without SUPPORTBOT_RASA_TOKEN: anyone who can reach "
+        "it can ask and vote as any sender_id; set the token or keep the port reachable only from "
+        "the Rasa server (docs/operations.md)"
+    )
+
+
 def serve_actions(
     settings: Settings,
     *,
@@ -186,17 +161,22 @@ def serve_actions(
     host = settings.rasa.host if host is None else host
     port = settings.rasa.port if port is None else port
     sock = bind_socket(host, port)
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, follow_labels=True)
     try:
         app = build_action_server(settings, runtime.pipeline, runtime.store)
         bound_host, bound_port = sock.getsockname()[:2]
+        token_set = settings.secrets.rasa_token is not None
         log.info(
-            "Rasa action server listening on http://%s:%s%s (actions: %s)",
+            "Rasa action server listening on http://%s:%s%s (actions: %s; token %s)",
             bound_host,
             bound_port,
             WEBHOOK_PATH,
             ", ".join((ACTION_SUPPORT_ANSWER, ACTION_SUPPORT_FEEDBACK)),
+            "required" if token_set else "not set",
         )
+        warning = exposure_warning(host, token_set)
+        if warning:
+            log.warning("%s", warning)
         app.run(sock=sock, single_process=True, access_log=False, motd=False)
     finally:
         runtime.close()

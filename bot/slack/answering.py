@@ -24,6 +24,7 @@ from slack_sdk.errors import SlackApiError
 
 from bot.answer import Answer, AskContext, PartialCallback
 from bot.conversation_log import ConversationStore
+from bot.question_input import TOO_LONG_REASON, clean_question
 from bot.slack.blocks import (
     POLITE_ERROR_TEXT,
     THINKING_TEXT,
@@ -33,11 +34,14 @@ from bot.slack.blocks import (
     streaming_blocks,
     thinking_blocks,
 )
+from bot.slack.client import RETRYABLE_API_ERRORS, RETRYABLE_STATUS
 from bot.slack.escalation import StaffNotifier, bot_draft_for_staff
 from bot.slack.middleware import QuestionRateLimiter
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY_S = 3600.0
+TRANSIENT_API_ERRORS = RETRYABLE_API_ERRORS | {"slack_unreachable"}
+STAFF_QUESTION_CHARS = 2000  # of the customer's question, quoted in the staff channel
 
 
 class AnswersQuestions(Protocol):
@@ -131,6 +135,7 @@ class AnswerService:
         stream_interval_s: float,
         rate_limit_per_minute: int,
         event_retention_s: float = 7 * 86400.0,
+        delivery_retry_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.pipeline = pipeline
@@ -143,6 +148,7 @@ class AnswerService:
         self.stream_interval_s = stream_interval_s
         self.rate_limit_per_minute = rate_limit_per_minute
         self.event_retention_s = event_retention_s
+        self.delivery_retry_s = delivery_retry_s
         self._clock = clock
         self._next_prune = clock()  # the first question of a process prunes (in the background)
         self._prune_lock = threading.Lock()
@@ -172,16 +178,29 @@ class AnswerService:
             log.info("event_id=%s already claimed (a Slack retry or another replica); skipping", question.event_id)
             return False
         # The same message can arrive as two events (app_mention and message in a thread).
-        if not self.store.claim_event(f"message:{question.channel}:{question.message_ts}"):
+        message_key = f"message:{question.channel}:{question.message_ts}"
+        if not self.store.claim_event(message_key):
             log.info("message %s in %s is already being answered; skipping", question.message_ts, question.channel)
             return False
-        if not self.limiter.try_acquire(question.user):
-            log.info("rate limited user=%s event_id=%s", question.user, question.event_id)
-            self._tell_rate_limited(question)
-            return False
-        placeholder_ts = self._post_placeholder(question)
-        self.answer_executor.submit(self._answer_and_publish, question, placeholder_ts)
+        claims = tuple(key for key in (question.event_id, message_key) if key)
+        try:
+            if not self.limiter.try_acquire(question.user):
+                log.info("rate limited user=%s event_id=%s", question.user, question.event_id)
+                self._tell_rate_limited(question)
+                return False
+            placeholder_ts = self._post_placeholder(question)
+            self.answer_executor.submit(self._answer_and_publish, question, placeholder_ts, claims)
+        except Exception:
+            # Nothing is stored yet: give the claim back so Slack's retry of this event is answered.
+            self._release_claims(claims)
+            raise
         return True
+
+    def _release_claims(self, claims: tuple[str, ...]) -> None:
+        try:
+            self.store.release_event(*claims)
+        except Exception as exc:
+            log.error("could not release event claims %s (%s: %s)", claims, type(exc).__name__, exc)
 
     def _tell_rate_limited(self, question: Question) -> None:
         try:
@@ -204,15 +223,15 @@ class AnswerService:
                 blocks=thinking_blocks(),
             )
             return str(response["ts"])
-        except SlackApiError as exc:
+        except (SlackApiError, KeyError) as exc:
             log.warning(
                 "could not post the placeholder for event_id=%s (%s); answering anyway",
                 question.event_id,
-                exc.response.get("error"),
+                _slack_error(exc),
             )
             return ""
 
-    def _answer_and_publish(self, question: Question, placeholder_ts: str) -> None:
+    def _answer_and_publish(self, question: Question, placeholder_ts: str, claims: tuple[str, ...] = ()) -> None:
         ctx = AskContext(
             channel="slack",
             user=question.user,
@@ -232,53 +251,105 @@ class AnswerService:
             log.exception("answering failed event_id=%s user=%s", question.event_id, question.user)
             if preview:
                 preview.finish()
+            self._release_claims(claims)  # nothing was stored: a retry of this event may try again
             self.publish(question.channel, question.thread_ts, placeholder_ts, POLITE_ERROR_TEXT, None)
             return
         if preview:
             preview.finish()
-        if answer.turn_id is not None and placeholder_ts:
+        if answer.turn_id is None:
+            # The log could not store the turn (the pipeline said why); the customer still gets
+            # the answer, and the claim is released, as the event is not safely handled.
+            self._release_claims(claims)
+        elif placeholder_ts:
             # Link the turn before the answer shows, so a staff flag or vote on it always finds it.
-            self.store.set_message_ts(answer.turn_id, placeholder_ts)
-        posted_ts = self.publish(
+            self._store_quietly(self.store.set_message_ts, answer.turn_id, placeholder_ts)
+        posted_ts, error = self.try_publish(
             question.channel, question.thread_ts, placeholder_ts, answer_fallback_text(answer), answer_blocks(answer)
         )
         if posted_ts is None:
-            log.error(
-                "answer for turn=%s event_id=%s could not be posted to %s thread %s; it is in the log: %r",
-                answer.turn_id,
-                question.event_id,
-                question.channel,
-                question.thread_ts,
-                answer.text[:500],
+            if answer.turn_id is None:
+                log.error("answer for event_id=%s could not be posted (%s) nor logged", question.event_id, error)
+                return
+            next_at = datetime.fromtimestamp(self._clock() + self.delivery_retry_s, tz=UTC)
+            self._store_quietly(self.store.mark_undelivered, answer.turn_id, error, next_at)
+            log.warning(
+                "answer for turn=%s event_id=%s not delivered to %s thread %s (%s); kept in the log, "
+                "re-posting from %s",
+                answer.turn_id, question.event_id, question.channel, question.thread_ts, error,
+                next_at.isoformat(timespec="seconds"),
             )
             return
         if answer.turn_id is not None:
             if posted_ts != placeholder_ts:
-                self.store.set_message_ts(answer.turn_id, posted_ts)
+                self._store_quietly(self.store.set_message_ts, answer.turn_id, posted_ts)
             if answer.route == "escalate":
-                self.notifier.escalate(
-                    turn_id=answer.turn_id,
-                    question=question.text,
-                    would_have_said=bot_draft_for_staff(self.pipeline, question.text, ctx),
-                    asker=question.user,
-                    channel=question.channel,
-                    message_ts=posted_ts,
-                    reason=answer.fallback_reason or answer.reason,
-                )
+                self.escalate_posted(answer, question.text, ctx, posted_ts)
+
+    def escalate_posted(self, answer: Answer, question_text: str, ctx: AskContext, posted_ts: str) -> None:
+        """Tell staff about an escalation once the customer can see the hand-off message."""
+        assert answer.turn_id is not None
+        question_text = clean_question(question_text)
+        too_long = answer.reason == TOO_LONG_REASON  # no model may see it, not even for a staff draft
+        self.notifier.escalate(
+            turn_id=answer.turn_id,
+            question=question_text[:STAFF_QUESTION_CHARS] + ("…" if len(question_text) > STAFF_QUESTION_CHARS else ""),
+            would_have_said="" if too_long else bot_draft_for_staff(self.pipeline, question_text, ctx),
+            asker=ctx.user,
+            channel=ctx.slack_channel,
+            message_ts=posted_ts,
+            reason=answer.fallback_reason or answer.reason,
+        )
+
+    def _store_quietly(self, write: Callable[..., None], *args: object) -> None:
+        """A bookkeeping write that fails must not stop the answer from being posted."""
+        try:
+            write(*args)
+        except Exception as exc:
+            log.error("conversation log write %s failed (%s: %s)", write.__name__, type(exc).__name__, exc)
 
     def publish(
         self, channel: str, thread_ts: str, placeholder_ts: str, text: str, blocks: list[dict] | None
     ) -> str | None:
         """Replace the placeholder, or post fresh if there is none or it is gone; the ts, or None."""
+        return self.try_publish(channel, thread_ts, placeholder_ts, text, blocks)[0]
+
+    def try_publish(
+        self, channel: str, thread_ts: str, placeholder_ts: str, text: str, blocks: list[dict] | None
+    ) -> tuple[str | None, str]:
+        """`publish`, plus Slack's error when nothing was posted (for the log and the retry)."""
         if placeholder_ts:
             try:
                 self.client.chat_update(channel=channel, ts=placeholder_ts, text=text, blocks=blocks or [])
-                return placeholder_ts
+                return placeholder_ts, ""
             except SlackApiError as exc:
-                log.warning("could not replace the placeholder in %s (%s); posting anew", channel, exc.response.get("error"))
+                if _is_transient(exc):
+                    # Posting anew would likely fail the same way, and leave "Thinking…" behind if
+                    # it did not: keep the answer pending and replace the placeholder later.
+                    log.warning("could not replace the placeholder in %s (%s); will retry", channel, _slack_error(exc))
+                    return None, _slack_error(exc)
+                log.warning("could not replace the placeholder in %s (%s); posting anew", channel, _slack_error(exc))
         try:
             response = self.client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text, blocks=blocks)
-            return str(response["ts"])
-        except SlackApiError as exc:
-            log.error("could not post to %s thread %s (%s)", channel, thread_ts, exc.response.get("error"))
-            return None
+            return str(response["ts"]), ""
+        except (SlackApiError, KeyError) as exc:
+            log.error("could not post to %s thread %s (%s)", channel, thread_ts, _slack_error(exc))
+            return None, _slack_error(exc)
+
+
+def _is_transient(exc: SlackApiError) -> bool:
+    """Slack was away or overloaded (after the client's retries), as opposed to refusing this call."""
+    response = exc.response
+    if response is None:
+        return True
+    status = getattr(response, "status_code", 200)
+    return status == 0 or status in RETRYABLE_STATUS or response.get("error") in TRANSIENT_API_ERRORS
+
+
+def _slack_error(exc: Exception) -> str:
+    """Slack's short error code ("ratelimited", "slack_unreachable", …) for logs and the delivery record."""
+    if isinstance(exc, SlackApiError):
+        response = exc.response
+        error = str(response.get("error") or "") if response is not None else ""
+        detail = response.get("detail") if response is not None else None
+        return f"{error}: {detail}" if detail else error or str(exc)
+    return f"{type(exc).__name__}: {exc}"

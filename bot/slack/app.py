@@ -24,6 +24,7 @@ from bot.conversation_log import ConversationStore
 from bot.slack import listeners
 from bot.slack.answering import AnswerService, AnswersQuestions
 from bot.slack.client import build_web_client
+from bot.slack.delivery import DeliveryRetrier
 from bot.slack.escalation import StaffNotifier
 from bot.slack.jobs import BackgroundJobs
 from bot.slack.middleware import QuestionRateLimiter, StaffDirectory
@@ -60,11 +61,13 @@ class SlackServices:
     answers: AnswerService
     jobs: BackgroundJobs
     knowledge: Any
+    memory: Any  # bot.memory.ExpertMemory, or None (memory off, or tests without one)
     load_trainer: Callable[[], TrainFn]
     trainer_installed: Callable[[], bool]
     listener_executor: ThreadPoolExecutor
     answer_executor: ThreadPoolExecutor
     preview_executor: ThreadPoolExecutor
+    delivery: DeliveryRetrier
 
     def drain(self) -> None:
         """Finish every accepted question before exit: a claimed event has no second chance.
@@ -76,6 +79,7 @@ class SlackServices:
         self.listener_executor.shutdown(wait=True)
         self.answer_executor.shutdown(wait=True)
         self.preview_executor.shutdown(wait=True)
+        self.delivery.stop()  # undelivered answers stay pending in the log; the next process re-posts them
 
 
 def build_services(
@@ -85,6 +89,7 @@ def build_services(
     *,
     client: WebClient | None = None,
     knowledge: Any = None,
+    memory: Any = None,
     load_trainer: Callable[[], TrainFn] = load_training_job,
     trainer_installed: Callable[[], bool] = training_job_installed,
 ) -> SlackServices:
@@ -107,7 +112,16 @@ def build_services(
         stream_interval_s=cfg.stream_update_interval_s,
         rate_limit_per_minute=cfg.rate_limit_per_minute,
         event_retention_s=cfg.event_retention_days * 86400.0,
+        delivery_retry_s=cfg.delivery_retry_s,
     )
+    delivery = DeliveryRetrier(
+        answers,
+        store,
+        poll_s=cfg.delivery_poll_s,
+        retry_s=cfg.delivery_retry_s,
+        retry_max_s=cfg.delivery_retry_max_s,
+        give_up_s=cfg.delivery_give_up_hours * 3600.0,
+    ).start()
     return SlackServices(
         settings=settings,
         pipeline=pipeline,
@@ -119,11 +133,13 @@ def build_services(
         answers=answers,
         jobs=BackgroundJobs(),
         knowledge=knowledge,
+        memory=memory,
         load_trainer=load_trainer,
         trainer_installed=trainer_installed,
         listener_executor=listener_executor,
         answer_executor=answer_executor,
         preview_executor=preview_executor,
+        delivery=delivery,
     )
 
 

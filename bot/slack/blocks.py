@@ -7,13 +7,14 @@ Every text a customer reads passes through `escape_mrkdwn`, so a model answer co
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bot.answer import Answer, Source
 from bot.config import ROUTES
 from bot.slack import ids
-from bot.slack.status import PendingReview, StaffStatus, TrainingRun
+from bot.slack.status import PendingReview, StaffStatus, TrainingRun, UndeliveredAnswer
 
 Block = dict[str, Any]
 
@@ -29,7 +30,8 @@ ROUTE_LABELS = {
     "retrieval": "knowledge base",
     "escalate": "hand-off to a person",
 }
-VERDICT_LABELS = {"correct": "Correct", "incorrect": "Incorrect"}
+VERIFIED_TEXT = "✔ Checked by our team: a person wrote or confirmed this answer."
+VERDICT_LABELS = {"correct": "Correct", "incorrect": "Incorrect", "retracted": "Withdrawn"}
 
 
 def escape_mrkdwn(text: str) -> str:
@@ -120,6 +122,8 @@ def answer_blocks(answer: Answer) -> list[Block]:
     Escalations get no vote buttons: the customer is already waiting for a person.
     """
     blocks = [_section(escape_mrkdwn(part)) for part in split_for_sections(answer.text)][:40]
+    if answer.kind == "verified":
+        blocks.append(_context(VERIFIED_TEXT))
     blocks.append(_context(confidence_line(answer)))
     sources = unique_sources(answer.sources)
     if sources:
@@ -231,7 +235,11 @@ def flag_modal(*, turn_id: int, question: str, answer: str, route: str, channel:
                 "element": {
                     "type": "radio_buttons",
                     "action_id": ids.FLAG_VERDICT_ACTION,
-                    "options": [_option("Correct", "correct"), _option("Incorrect", "incorrect")],
+                    "options": [
+                        _option("Correct", "correct"),
+                        _option("Incorrect", "incorrect"),
+                        _option("Withdraw the earlier label on this answer", "retracted"),
+                    ],
                 },
             },
             {
@@ -295,7 +303,7 @@ def parse_flag_submission(view: dict[str, Any]) -> tuple[FlagSubmission | None, 
     route = picked(ids.FLAG_ROUTE_BLOCK, ids.FLAG_ROUTE_ACTION)
     note = typed(ids.FLAG_NOTE_BLOCK, ids.FLAG_NOTE_ACTION)
     if verdict not in VERDICT_LABELS:
-        errors[ids.FLAG_VERDICT_BLOCK] = "Choose correct or incorrect."
+        errors[ids.FLAG_VERDICT_BLOCK] = "Choose correct, incorrect or withdraw."
     if route and route not in ROUTES:
         errors[ids.FLAG_ROUTE_BLOCK] = "Choose domain, retrieval or escalate."
     try:
@@ -320,13 +328,35 @@ def parse_flag_submission(view: dict[str, Any]) -> tuple[FlagSubmission | None, 
     )
 
 
-def label_saved_text(submission: FlagSubmission) -> str:
+def label_saved_text(
+    submission: FlagSubmission,
+    *,
+    answered_route: str = "",
+    memory_on: bool = False,
+    reuse_policy: bool = False,
+    policy_files: Sequence[str] = (),
+) -> str:
+    """What the label does, now and at the next training run, in the staff member's words."""
+    if submission.verdict == "retracted":
+        return ("Label withdrawn: this answer is out of the expert memory now, and out of the next "
+                "training run.")
     parts = [f"Label saved: *{VERDICT_LABELS[submission.verdict].lower()}*"]
     if submission.correct_route:
         parts.append(f"route should be *{submission.correct_route}*")
     if submission.corrected_answer:
         parts.append("with a corrected answer")
-    return ", ".join(parts) + ". It will be used in the next training run."
+    text = ", ".join(parts) + "."
+    route = submission.correct_route or answered_route
+    vouches = submission.verdict == "correct" or bool(submission.corrected_answer)
+    if memory_on and vouches and (route == "domain" or (route == "retrieval" and reuse_policy)):
+        said = "your answer" if submission.verdict == "incorrect" else "this answer"
+        text += f" The next customer who asks this gets {said} as written (expert memory), from now on."
+    elif route == "retrieval" and submission.verdict == "incorrect":
+        where = ", ".join(f"`{p}`" for p in policy_files) or "the policy file in `knowledge/`"
+        text += (f" Policy answers come from the knowledge base, so fix {where}: every answer that quotes "
+                 "it changes within seconds. Your correction is not repeated to customers as written, "
+                 "because policies change.")
+    return text + " It will be used in the next training run."
 
 
 # --- App Home and status ---------------------------------------------------------------------
@@ -365,13 +395,26 @@ def status_sections(status: StaffStatus) -> list[str]:
         f"router {status.router_version or 'seed (untrained)'}",
         f"*Last training run:* {training_line(status.last_training)}",
         f"*Staff labels waiting for the next training run:* {status.labels_waiting}",
+        *([f"*Expert memory:* {status.memory_entries} answers the team vouches for (seed file, corrections, "
+           "answers marked correct), used at once"] if status.memory_entries is not None else []),
     ]
 
 
 def status_text(status: StaffStatus) -> str:
     lines = status_sections(status)
     lines.append(f"*Answers awaiting review (👎, unlabeled):* {len(status.pending)}")
+    if status.undelivered_count:
+        lines.append(f"*Answers Slack has not taken yet (in the log, being re-posted or given up):* "
+                     f"{status.undelivered_count}")
+        lines.extend(undelivered_line(item) for item in status.undelivered)
     return "\n".join(lines)
+
+
+def undelivered_line(item: UndeliveredAnswer) -> str:
+    state = "given up" if item.delivery == "failed" else f"retrying, {item.attempts} attempt(s)"
+    where = f"<#{item.slack_channel}>" if item.slack_channel else "unknown channel"
+    return (f"• turn {item.turn_id} in {where} ({state}; {escape_mrkdwn(item.error[:120])}): "
+            f"_{escape_mrkdwn(item.question[:150])}_")
 
 
 def _pending_block(item: PendingReview) -> Block:
@@ -398,6 +441,14 @@ def staff_home_view(status: StaffStatus, company: str) -> Block:
         blocks.extend(_pending_block(item) for item in status.pending)
     else:
         blocks.append(_context("Nothing to review: no unlabeled answers with a 👎."))
+    if status.undelivered_count:
+        blocks.append({"type": "divider"})
+        blocks.append({"type": "header", "text": {"type": "plain_text", "text": "Answers not delivered"}})
+        blocks.append(_section(
+            f"{status.undelivered_count} answer(s) are in the log but Slack has not taken them; pending ones "
+            "are re-posted automatically, given-up ones need a person to reply in the thread.\n"
+            + "\n".join(undelivered_line(item) for item in status.undelivered)[:2700]
+        ))
     blocks.append(
         _context(
             "Label any bot answer with the message shortcut *Flag for retraining*, or react with the "

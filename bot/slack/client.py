@@ -9,15 +9,21 @@ retried: a timed-out `chat.postMessage` may have been posted, and posting it twi
 
 from __future__ import annotations
 
+import http.client
 import logging
 import random
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 from urllib.error import URLError
 
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry import RetryHandler, RetryState
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.web import SlackResponse
 
 from bot.config import Settings
 from bot.errors import ConfigError
@@ -105,6 +111,86 @@ def _request_never_arrived(error: Exception | None) -> bool:
     return False
 
 
+class SlackUnreachable(SlackApiError):
+    """Slack could not be reached or gave no usable answer, after the retries.
+
+    A `SlackApiError`, so every handler that already copes with Slack saying no (and logs
+    `exc.response.get("error")`, here "slack_unreachable") also copes with a network failure,
+    instead of a raw `URLError` escaping a listener and losing the question it was handling.
+    """
+
+    def __init__(self, method: str, cause: BaseException) -> None:
+        response = SlackResponse(
+            client=None,
+            http_verb="POST",
+            api_url=method,
+            req_args={},
+            data={"ok": False, "error": "slack_unreachable", "detail": f"{type(cause).__name__}: {cause}"},
+            headers={},
+            status_code=0,
+        )
+        super().__init__(f"Slack API {method} unreachable ({type(cause).__name__}: {cause})", response)
+
+
+# What a failed round trip to Slack raises below slack_sdk: refused/reset connections, DNS and
+# TLS failures, timeouts (all OSError), a broken HTTP exchange, a body that is not JSON.
+NETWORK_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPException, ValueError)
+
+
+class ResilientWebClient(WebClient):
+    """A WebClient whose failures are all `SlackApiError`s (see `SlackUnreachable`)."""
+
+    def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> SlackResponse:  # type: ignore[override]
+        try:
+            return super().api_call(api_method, *args, **kwargs)
+        except SlackApiError:
+            raise
+        except NETWORK_ERRORS as exc:
+            raise SlackUnreachable(api_method, exc) from exc
+
+
+# auth.test errors that no amount of waiting fixes: the token itself is wrong.
+FATAL_AUTH_ERRORS = {"invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired",
+                     "not_allowed_token_type", "missing_scope", "invalid_token"}
+
+
+def wait_for_slack(
+    client: WebClient,
+    *,
+    max_delay_s: float = 60.0,
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], bool] | None = None,
+) -> dict[str, Any] | None:
+    """Call auth.test until Slack answers; the result, or None when `stop` was set meanwhile.
+
+    A bot started while Slack (or the proxy in front of it) is unreachable should wait for it,
+    not die: it logs one line per attempt and backs off. A rejected token is a configuration
+    error and raises `ConfigError` at once.
+    """
+    stop = stop or threading.Event()
+    wait = sleep or stop.wait
+    delay = 1.0
+    attempt = 0
+    while not stop.is_set():
+        attempt += 1
+        try:
+            return dict(client.auth_test().data)  # type: ignore[arg-type]
+        except SlackApiError as exc:
+            error = str(exc.response.get("error") or "")
+            if error in FATAL_AUTH_ERRORS:
+                raise ConfigError(
+                    f"Slack rejected SLACK_BOT_TOKEN (auth.test: {error}); export the bot token of the "
+                    "installed app (docs/slack.md)"
+                ) from None
+            detail = exc.response.get("detail") or error
+            log.warning("Slack Web API at %s is not answering (attempt %d: %s); retrying in %.0fs",
+                        client.base_url, attempt, detail, delay)
+        if wait(delay):
+            break
+        delay = min(max_delay_s, delay * 2)
+    return None
+
+
 def build_web_client(settings: Settings) -> WebClient:
     token = settings.secrets.slack_bot_token
     if token is None:
@@ -112,7 +198,7 @@ def build_web_client(settings: Settings) -> WebClient:
     base_url = settings.slack.api_base_url
     if not base_url.endswith("/"):
         base_url += "/"
-    return WebClient(
+    return ResilientWebClient(
         token=token.get_secret_value(),
         base_url=base_url,
         timeout=30,

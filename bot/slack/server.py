@@ -14,6 +14,7 @@ requests, finish accepted questions, then close the runtime.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 import socket
@@ -24,12 +25,13 @@ from typing import Any, Literal
 import uvicorn
 from slack_bolt import App
 from slack_bolt.adapter.asgi import SlackRequestHandler
-from slack_bolt.adapter.asgi.http_request import AsgiHttpRequest
+from slack_bolt.adapter.asgi.http_response import AsgiHttpResponse
 from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.config import Settings
 from bot.errors import AnswererUnavailable, ConfigError
+from bot.slack import request_checks
 
 log = logging.getLogger(__name__)
 
@@ -59,27 +61,103 @@ def resolve_mode(settings: Settings) -> Mode:
 
 
 class ThreadedSlackRequestHandler(SlackRequestHandler):
-    """Bolt's ASGI adapter with listener-before-ack payloads off the event loop, plus a health check."""
+    """Bolt's ASGI adapter behind cheap request checks, with listener-before-ack payloads off the
+    event loop, plus a health check.
 
-    def __init__(self, app: App, path: str, executor: ThreadPoolExecutor) -> None:
+    Every POST to the events path is size-checked (413), signature-checked (401) and
+    shape-checked (400) by `bot.slack.request_checks` before Bolt sees it, so nothing unsigned
+    or oversized is parsed or logged, and Bolt never raises on a malformed body. A big signed
+    body is checked on the thread pool, so even a valid-but-large request cannot hold the loop.
+    """
+
+    INLINE_CHECK_BYTES = 64 * 1024  # below this, checking on the loop is cheaper than a thread hop
+
+    def __init__(
+        self, app: App, path: str, executor: ThreadPoolExecutor, *, signing_secret: str = "",
+        max_body_bytes: int = 1_048_576,
+    ) -> None:
         super().__init__(app, path)
         self.executor = executor
+        self.signing_secret = signing_secret
+        self.max_body_bytes = max_body_bytes
 
-    async def dispatch(self, request: AsgiHttpRequest) -> BoltResponse:
-        headers = request.get_headers()
-        bolt_request = BoltRequest(body=await request.get_raw_body(), query=request.query_string, headers=headers)
-        content_type = headers.get("content-type", "")
-        if "application/json" in (content_type if isinstance(content_type, str) else ",".join(content_type)):  # Events API: Bolt acks before listeners run
+    async def dispatch_checked(self, body: bytes, query: str, headers: dict[str, list[str]]) -> BoltResponse:
+        bolt_request = BoltRequest(body=body.decode("utf-8"), query=query, headers=headers)
+        if "application/json" in ",".join(headers.get("content-type", [])):  # Events API: Bolt acks before listeners run
             return self.app.dispatch(bolt_request)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, self.app.dispatch, bolt_request)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == HEALTH_PATH:
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"ok"})
+            await _send_plain(send, 200, b"ok")
+            return
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
+            await self._handle_post(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
+
+    async def _handle_post(self, scope: Any, receive: Any, send: Any) -> None:
+        headers = _header_map(scope)
+        rejection = request_checks.content_length_problem(headers, self.max_body_bytes)
+        if rejection is None:
+            try:
+                body = await request_checks.read_body_limited(receive, self.max_body_bytes)
+            except request_checks.BodyTooLarge as exc:
+                rejection = request_checks.Rejection(413, str(exc))
+        if rejection is None:
+            rejection = await self._check(headers, body)
+        if rejection is not None:
+            client = scope.get("client") or ("?", 0)
+            log.warning("rejected %s %s from %s: %d %s", scope["method"], scope["path"], client[0],
+                        rejection.status, rejection.reason)
+            await _send_json(send, rejection.status, {"error": rejection.reason})
+            return
+        bolt_headers: dict[str, list[str]] = {}
+        for name, value in scope.get("headers", []):
+            bolt_headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        query = scope.get("query_string", b"").decode("latin-1")
+        try:
+            response = await self.dispatch_checked(body, query, bolt_headers)
+        except Exception:  # a listener bug must cost one request, never the server
+            log.exception("dispatching a Slack request failed")
+            await _send_json(send, 500, {"error": "internal error"})
+            return
+        asgi_response = AsgiHttpResponse(status=response.status, headers=response.headers, body=response.body)
+        await send(asgi_response.get_response_start())
+        await send(asgi_response.get_response_body())
+
+    async def _check(self, headers: dict[str, str], body: bytes) -> request_checks.Rejection | None:
+        def check() -> request_checks.Rejection | None:
+            return request_checks.signature_problem(headers, body, self.signing_secret) or (
+                request_checks.payload_problem(headers.get("content-type", ""), body)
+            )
+
+        if len(body) <= self.INLINE_CHECK_BYTES:
+            return check()
+        return await asyncio.get_running_loop().run_in_executor(self.executor, check)
+
+
+def _header_map(scope: Any) -> dict[str, str]:
+    """Lower-cased header names to their first value (what the checks need)."""
+    headers: dict[str, str] = {}
+    for name, value in scope.get("headers", []):
+        headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
+    return headers
+
+
+async def _send_plain(send: Any, status: int, body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(send: Any, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 413:
+        headers.append((b"connection", b"close"))  # the unread rest of the body is not worth reading
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _listening_socket(host: str, port: int) -> socket.socket:
@@ -98,11 +176,18 @@ class HttpSlackServer:
     """uvicorn serving one Bolt app on host:port/path; `serve_forever` or a background thread."""
 
     def __init__(
-        self, app: App, *, host: str, port: int, path: str, handler_cls: type[SlackRequestHandler] | None = None
+        self, app: App, *, host: str, port: int, path: str, signing_secret: str, max_body_bytes: int = 1_048_576,
+        handler_cls: type[SlackRequestHandler] | None = None,
     ) -> None:
+        if not signing_secret:
+            raise ConfigError("SLACK_SIGNING_SECRET is not set; HTTP mode needs it to verify Slack's requests")
         self.executor = ThreadPoolExecutor(DISPATCH_THREADS, thread_name_prefix="slack-dispatch")
         handler: SlackRequestHandler = (
-            handler_cls(app, path) if handler_cls is not None else ThreadedSlackRequestHandler(app, path, self.executor)
+            handler_cls(app, path)
+            if handler_cls is not None
+            else ThreadedSlackRequestHandler(
+                app, path, self.executor, signing_secret=signing_secret, max_body_bytes=max_body_bytes
+            )
         )
         self.sock = _listening_socket(host, port)
         self.host, self.port = self.sock.getsockname()[:2]
@@ -112,6 +197,15 @@ class HttpSlackServer:
         )
         self.server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def from_settings(cls, app: App, settings: Settings) -> HttpSlackServer:
+        cfg, secret = settings.slack, settings.secrets.slack_signing_secret
+        return cls(
+            app, host=cfg.http_host, port=cfg.http_port, path=cfg.http_path,
+            signing_secret=secret.get_secret_value() if secret is not None else "",
+            max_body_bytes=cfg.max_body_bytes,
+        )
 
     @property
     def url(self) -> str:
@@ -169,9 +263,10 @@ def serve_slack(settings: Settings) -> None:
     """`supportbot serve` with Slack tokens: load the runtime, warm the model, serve until stopped."""
     from bot.factory import build_runtime
     from bot.slack.app import build_app, build_services
+    from bot.slack.client import build_web_client
 
     mode = resolve_mode(settings)
-    runtime = build_runtime(settings, watch=settings.knowledge.watch)
+    runtime = build_runtime(settings, watch=settings.knowledge.watch, follow_labels=True)
     services = None
     try:
         warm_up = getattr(runtime.domain, "warm_up", None)
@@ -181,16 +276,38 @@ def serve_slack(settings: Settings) -> None:
             except AnswererUnavailable as exc:  # e.g. the inference server is still starting
                 log.warning("domain model not ready at start (%s); it loads on the first domain question, "
                             "and until then those questions fall back to retrieval or a person", exc)
-        services = build_services(settings, runtime.pipeline, runtime.store, knowledge=runtime.knowledge)
+        client = build_web_client(settings)
+        if not _wait_until_slack_answers(client, settings):
+            log.info("stopped while waiting for Slack")
+            return
+        services = build_services(settings, runtime.pipeline, runtime.store, client=client, knowledge=runtime.knowledge,
+                                  memory=runtime.memory)
         app = build_app(settings, runtime.pipeline, runtime.store, services=services)
         if mode == "socket":
             run_socket_mode(app, settings)
         else:
-            cfg = settings.slack
-            HttpSlackServer(app, host=cfg.http_host, port=cfg.http_port, path=cfg.http_path).serve_forever()
+            HttpSlackServer.from_settings(app, settings).serve_forever()
     finally:
         if services is not None:
             services.drain()
             if services.jobs.running("train"):
                 log.warning("a training run was still going at shutdown; it stops with the process")
         runtime.close()
+
+
+def _wait_until_slack_answers(client: Any, settings: Settings) -> bool:
+    """auth.test with back-off until Slack answers (one log line per try); False if stopped meanwhile.
+
+    Bolt calls auth.test when the app is built and turns a network error into a traceback, so
+    the bot waits here first: a Slack outage, or a proxy still starting, should delay the bot,
+    not kill it.
+    """
+    from bot.slack.client import wait_for_slack
+
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda _s, _f: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return wait_for_slack(client, max_delay_s=settings.slack.connect_retry_max_s, stop=stop) is not None
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

@@ -45,6 +45,19 @@ class PendingReview:
 
 
 @dataclass(frozen=True)
+class UndeliveredAnswer:
+    """An answer Slack has not taken: still being re-posted ("pending") or given up ("failed")."""
+
+    turn_id: int
+    question: str
+    slack_channel: str
+    thread_ts: str
+    delivery: str
+    attempts: int
+    error: str
+
+
+@dataclass(frozen=True)
 class StaffStatus:
     answers_today: dict[str, int]
     votes_today: dict[str, int]
@@ -53,6 +66,9 @@ class StaffStatus:
     last_training: TrainingRun | None
     labels_waiting: int
     pending: list[PendingReview]
+    undelivered_count: int = 0
+    undelivered: list[UndeliveredAnswer] = field(default_factory=list)
+    memory_entries: int | None = None  # None: no expert memory in this process
 
 
 def last_run_path(settings: Settings) -> Path:
@@ -93,7 +109,7 @@ def _parse_time(value: str) -> datetime | None:
 
 
 def collect_status(
-    settings: Settings, store: ConversationStore, *, now: datetime | None = None
+    settings: Settings, store: ConversationStore, *, now: datetime | None = None, memory: Any = None
 ) -> StaffStatus:
     now = now or datetime.now(UTC)
     start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -118,4 +134,18 @@ def collect_status(
         last_training=last,
         labels_waiting=store.count_labels_since(since_training),
         pending=pending,
+        undelivered_count=store.count_undelivered(),
+        memory_entries=len(memory) if memory is not None else None,
+        undelivered=[
+            UndeliveredAnswer(
+                turn_id=t.id,
+                question=t.question,
+                slack_channel=t.slack_channel,
+                thread_ts=t.thread_ts,
+                delivery=t.delivery,
+                attempts=t.delivery_attempts,
+                error=t.delivery_error,
+            )
+            for t in store.undelivered_turns(settings.slack.home_pending_limit)
+        ],
     )

@@ -165,3 +165,21 @@ def test_compare_refuses_a_file_that_is_not_a_report(tmp_path: Path) -> None:
     other.write_text('{"accuracy": 1}', encoding="utf-8")
     with pytest.raises(ReportError, match="not a supportbot eval report"):
         load_report(other)
+
+
+def test_key_fact_counts_only_when_the_answer_states_it_first(
+    tmp_path: Path, eval_settings: Settings, eval_store: ConversationStore
+) -> None:
+    ship = next(item for item in TESTSET if item["id"] == "ship")
+    ret = next(item for item in TESTSET if item["id"] == "return")
+    lines = [
+        json.dumps({**ship, "key_fact": "March to October"}),  # "We ship live plants from March to October."
+        json.dumps({**ret, "key_fact": ["30 days", "thirty days"]}),  # answered "Prices start at 12 EUR."
+    ]
+    report = run_report(eval_settings, eval_store, write_testset(tmp_path / "t.jsonl", lines))
+    assert report["quality"]["retrieval"]["with_key_fact"] == 2
+    assert report["quality"]["retrieval"]["key_fact_rate"] == 0.5
+    assert [r["key_fact_hit"] for r in report["results"]] == [True, False]
+    bad = write_testset(tmp_path / "bad.jsonl", [json.dumps({**ship, "key_fact": 30}), json.dumps(ret)])
+    _, problems = load_testset(bad)
+    assert problems and "key_fact" in problems[0].message

@@ -53,8 +53,8 @@ def test_quote_is_the_policy_text_itself(sample_kb: KnowledgeBase) -> None:
     assert "Gift cards never expire." in policy
 
 
-def test_long_chunks_are_cut_to_the_paragraphs_that_answer(sample_kb: KnowledgeBase) -> None:
-    settings = settings_with(sample_kb, answer_max_chars=260)
+def test_with_the_lead_off_long_chunks_are_cut_to_the_paragraphs_that_answer(sample_kb: KnowledgeBase) -> None:
+    settings = settings_with(sample_kb, answer_max_chars=260, lead_max_chars=0)
     draft = RetrievalAnswerer(settings, sample_kb).answer(
         "Is a heat pack required for winter orders to Canada?", CTX
     )
@@ -98,7 +98,8 @@ def test_generative_answer_is_phrased_by_the_model_from_the_retrieved_text(sampl
     assert draft.sources[0].path == "shipping.md"
     system, user = generator.messages
     assert "ONLY" in system["content"] and REFUSAL_TEXT in system["content"]
-    assert "| Canada | All provinces | 4-7 business days | $29.95 |" in user["content"]
+    # The model sees the units an extractive answer would lead with (a table row with its header).
+    assert "Zone: Canada · Where: All provinces · Delivery time: 4-7 business days · Cost: $29.95" in user["content"]
     assert user["content"].endswith("Question: How long does delivery to Canada take?")
 
 

@@ -238,8 +238,7 @@ def slack_harness(settings_factory: Callable[..., Settings], fake_slack: FakeSla
             extra["load_trainer"] = lambda: trainer
         services = build_services(settings, pipeline, store, knowledge=knowledge, **extra)
         app = build_app(settings, pipeline, store, services=services)
-        cfg = settings.slack
-        server = HttpSlackServer(app, host=cfg.http_host, port=cfg.http_port, path=cfg.http_path)
+        server = HttpSlackServer.from_settings(app, settings)
         server.start_in_thread()
         harness = SlackHarness(settings, store, fake_slack, pipeline, services, server, SignedSender(server.url))
         made.append(harness)

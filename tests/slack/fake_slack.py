@@ -79,15 +79,28 @@ class FakeSlack:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._handler = Handler
+        self._listen(0)
+        return self
+
+    def _listen(self, port: int) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), self._handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def go_down(self) -> None:
+        """Slack unreachable: the port refuses connections until `come_back`."""
+        assert self._server is not None
+        self._port = self._server.server_address[1]
+        self.stop()
+
+    def come_back(self) -> None:
+        self._listen(self._port)
 
     @property
     def url(self) -> str:

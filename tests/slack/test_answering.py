@@ -105,19 +105,21 @@ def test_rate_limited_api_call_is_retried_after_retry_after(slack_harness: Harne
     assert final.args["ts"] == attempts[1].response["ts"]
 
 
-def test_answer_that_cannot_be_posted_is_logged_with_its_turn(
+def test_answer_that_cannot_be_posted_stays_in_the_log_as_undelivered(
     slack_harness: HarnessFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    h = slack_harness(slack__api_max_retries=1)
+    h = slack_harness(slack__api_max_retries=1, slack__delivery_poll_s=3600)
     h.fake.fail_next("chat.update", 500, times=100)
     h.fake.fail_next("chat.postMessage", 500, times=100, when=lambda args: args.get("text") != THINKING_TEXT)
-    with caplog.at_level(logging.ERROR, logger="bot.slack.answering"):
+    with caplog.at_level(logging.WARNING, logger="bot.slack.answering"):
         h.send.event(mention("How long does shipping to Canada take?"))
         h.finish()
     assert len(h.fake.calls_to("chat.update", ok_only=False)) == 2  # first try + one retry
     turn = h.store.recent_turns(1)[0]
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert any(f"turn={turn.id}" in e and "could not be posted" in e for e in errors), errors
+    assert turn.answer.startswith("We ship live plants") and turn.delivery == "pending"
+    assert "500" in turn.delivery_error or "internal_error" in turn.delivery_error
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(f"turn={turn.id}" in w and "not delivered" in w for w in warnings), warnings
 
 
 def test_failing_pipeline_gets_a_polite_reply_without_exception_text(slack_harness: HarnessFactory) -> None:

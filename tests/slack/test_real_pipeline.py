@@ -43,8 +43,7 @@ def test_slack_question_through_the_real_pipeline_is_logged_with_its_slack_messa
     pipeline = Pipeline(settings, store, ShippingRouter(),
                         {"retrieval": PolicyAnswerer(), "escalate": EscalationAnswerer(settings)})
     services = build_services(settings, pipeline, store)
-    server = HttpSlackServer(build_app(settings, pipeline, store, services=services),
-                             host="127.0.0.1", port=0, path=settings.slack.http_path)
+    server = HttpSlackServer.from_settings(build_app(settings, pipeline, store, services=services), settings)
     server.start_in_thread()
     send = SignedSender(server.url)
     try:
@@ -67,4 +66,43 @@ def test_slack_question_through_the_real_pipeline_is_logged_with_its_slack_messa
     assert store.turn_by_message("CGENERAL", final.args["ts"]).id == turn.id
     assert store.feedback_for(turn.id) == {CUSTOMER: 1}
     assert store.last_turn_for("slack", "CGENERAL:1710000000.000100").id == turn.id
+    store.close()
+
+
+class CountingAnswerer(PolicyAnswerer):
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
+        self.asked.append(question)
+        return super().answer(question, ctx, on_partial)
+
+
+def test_an_over_long_slack_question_reaches_no_model_not_even_for_the_staff_draft(
+    settings_factory: Callable[..., Settings], fake_slack: FakeSlack, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    settings = settings_factory(
+        env={"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SIGNING_SECRET},
+        **{"slack.api_base_url": fake_slack.url, "slack.http_host": "127.0.0.1", "slack.http_port": 0,
+           "slack.staff_channel": "CSTAFF", "app.max_question_chars": 200},
+    )
+    store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
+    policy = CountingAnswerer()
+    pipeline = Pipeline(settings, store, ShippingRouter(), {"retrieval": policy, "escalate": EscalationAnswerer(settings)})
+    services = build_services(settings, pipeline, store)
+    server = HttpSlackServer.from_settings(build_app(settings, pipeline, store, services=services), settings)
+    server.start_in_thread()
+    send = SignedSender(server.url)
+    try:
+        send.event(mention("Do you ship to Canada? " + "please " * 500, ts="1710000000.000200"))
+        [final] = fake_slack.wait_for(lambda f: [c for c in f.calls_to("chat.update") if "Route:" in c.block_text()])
+        [notice] = fake_slack.wait_for(lambda f: [c for c in f.calls_to("chat.postMessage")
+                                                  if c.args.get("channel") == "CSTAFF"])
+    finally:
+        server.stop()
+        services.drain()
+        send.http.close()
+    assert "too long" in final.block_text()
+    assert policy.asked == [], "no answerer may read an over-long question"
+    assert len(notice.block_text()) < 6000
     store.close()

@@ -269,9 +269,10 @@ def test_serve_starts_even_when_the_domain_model_is_not_ready_yet(
         def drain(self) -> None:
             events.append("drained")
 
-    monkeypatch.setattr(bot.factory, "build_runtime", lambda settings, watch: Runtime())
+    monkeypatch.setattr(bot.factory, "build_runtime", lambda settings, watch, **_: Runtime())
     monkeypatch.setattr(bot.slack.app, "build_services", lambda *a, **k: Services())
     monkeypatch.setattr(bot.slack.app, "build_app", lambda *a, **k: "app")
+    monkeypatch.setattr(server, "_wait_until_slack_answers", lambda client, settings: True)
     monkeypatch.setattr(server.HttpSlackServer, "serve_forever", lambda self: events.append("serving"))
     settings = settings_factory(env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, **{"slack.mode": "http"})
     with caplog.at_level("WARNING", logger="bot.slack.server"):

@@ -119,7 +119,7 @@ def register(app: App, services: SlackServices) -> None:
         user = str(command.get("user_id") or "")
         log.info("/supportbot %s by %s", sub, user)
         if sub == "status":
-            ack(text=status_text(collect_status(services.settings, services.store)))
+            ack(text=status_text(collect_status(services.settings, services.store, memory=services.memory)))
         elif sub == "reindex":
             ack(text=start_reindex(user))
         elif sub == "train":

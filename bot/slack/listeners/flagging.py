@@ -74,27 +74,39 @@ def register(app: App, services: SlackServices) -> None:
         if submission is None:
             ack(response_action="errors", errors=errors)
             return
-        if store.get_turn(submission.turn_id) is None:
+        turn = store.get_turn(submission.turn_id)
+        if turn is None:
             ack(response_action="errors", errors={ids.FLAG_VERDICT_BLOCK: "That answer is no longer in the log."})
             return
         staff_user = (body.get("user") or {}).get("id", "")
         # Stored before the ack: if the write fails, the modal stays open with Slack's error and
         # the staff member can submit again, instead of a closed modal and a lost label.
-        label_id = store.add_staff_label(
-            submission.turn_id,
-            staff_user,
-            submission.verdict,
-            corrected_answer=submission.corrected_answer,
-            correct_route=submission.correct_route,
-            note=submission.note,
-        )
+        if submission.verdict == "retracted":
+            label_id = store.retract_label(submission.turn_id, staff_user, note=submission.note)
+        else:
+            label_id = store.add_staff_label(
+                submission.turn_id,
+                staff_user,
+                submission.verdict,
+                corrected_answer=submission.corrected_answer,
+                correct_route=submission.correct_route,
+                note=submission.note,
+            )
         ack()
         log.info("staff label=%s turn=%s verdict=%s by=%s", label_id, submission.turn_id, submission.verdict, staff_user)
+        refresh_memory(services)
         try:
             if submission.channel:
-                client.chat_postEphemeral(channel=submission.channel, user=staff_user, text=label_saved_text(submission))
+                text = label_saved_text(
+                    submission,
+                    answered_route=turn.route,
+                    memory_on=services.memory is not None,
+                    reuse_policy=services.settings.memory.reuse_policy_corrections,
+                    policy_files=sorted({str(src.get("path")) for src in turn.sources or [] if src.get("path")}),
+                )
+                client.chat_postEphemeral(channel=submission.channel, user=staff_user, text=text)
             else:  # flagged from the App Home: refresh the review list
-                status = collect_status(services.settings, store)
+                status = collect_status(services.settings, store, memory=services.memory)
                 client.views_publish(
                     user_id=staff_user, view=staff_home_view(status, services.settings.app.company_name)
                 )
@@ -117,3 +129,14 @@ def register(app: App, services: SlackServices) -> None:
             return
         store.add_staff_label(turn.id, user, verdict, note=f"reaction :{event.get('reaction')}:")
         log.info("staff label by reaction turn=%s verdict=%s by=%s", turn.id, verdict, user)
+        refresh_memory(services)
+
+
+def refresh_memory(services: SlackServices) -> None:
+    """This replica serves the new label at once; the others pick it up within `memory.poll_s`."""
+    if services.memory is None:
+        return
+    try:
+        services.memory.refresh()
+    except Exception as exc:  # the label is saved; the background poll retries the sync
+        log.warning("label saved, but the expert memory could not sync yet (%s: %s)", type(exc).__name__, exc)

@@ -21,7 +21,7 @@ def register(app: App, services: SlackServices) -> None:
         user = str(event.get("user") or "")
         company = services.settings.app.company_name
         if services.staff.is_staff(user):
-            view = staff_home_view(collect_status(services.settings, services.store), company)
+            view = staff_home_view(collect_status(services.settings, services.store, memory=services.memory), company)
         else:
             view = customer_home_view(company)
         services.client.views_publish(user_id=user, view=view)

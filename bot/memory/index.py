@@ -1,0 +1,183 @@
+"""The expert memory's index: a Chroma collection beside the knowledge base, kept in step with
+the log.
+
+A staff correction must answer the next customer within seconds, on every replica, with no
+restart. Each process polls a cheap watermark of the labels table (newest id, count) and the
+seed file's stamp every `memory.poll_s`; when it moves, the entries are recomputed from the
+log and only the changed ones are embedded and written. With the Chroma server
+(`knowledge.chroma_url`) replicas share one collection, and their writes are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bot.config import Settings
+from bot.conversation_log import ConversationStore
+from bot.indexing.chroma_store import ChromaCollection, open_client
+from bot.memory.entries import SOURCE_PRIORITY, ExpertEntry, desired_entries
+from bot.memory.matching import canonical_question
+
+log = logging.getLogger(__name__)
+
+EmbedTexts = Callable[[Sequence[str]], np.ndarray]
+EmbedQuery = Callable[[str], np.ndarray]
+FORMAT = "expert-memory-2"  # 2: questions embedded in canonical form
+
+
+@dataclass(frozen=True)
+class MemoryHit:
+    entry: ExpertEntry
+    similarity: float  # cosine between the question and the entry's question
+
+
+@dataclass(frozen=True)
+class SyncReport:
+    added: int
+    updated: int
+    removed: int
+    total: int
+    seconds: float
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+def _normalized(question: str) -> str:
+    return " ".join(question.lower().split())
+
+
+class ExpertMemory:
+    def __init__(
+        self,
+        settings: Settings,
+        store: ConversationStore,
+        embed_texts: EmbedTexts,
+        embed_query: EmbedQuery,
+        fingerprint: str,
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.memory
+        self.store = store
+        self.embed_texts = embed_texts
+        self.embed_query = embed_query
+        self.fingerprint = f"{FORMAT}:{fingerprint}"
+        self.name = f"{settings.knowledge.collection}_expert_memory"
+        self._collection: ChromaCollection | None = None
+        self._hashes: dict[str, str] = {}  # entry id -> content hash, as written to the collection
+        self._watermark: tuple[Any, ...] | None = None
+        self._sync_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_sync_at = 0.0
+
+    # --- keeping in step ----------------------------------------------------------------------
+
+    def _open(self) -> ChromaCollection:
+        if self._collection is None:
+            client, where = open_client(self.settings)
+            self._collection = ChromaCollection(client, self.name, self.fingerprint)
+            self._hashes = {
+                record.chunk_id: str(record.meta.get("content_hash", "")) for record in self._collection.load_all()
+            }
+            log.info("expert memory: Chroma collection %r at %s, %d entries", self.name, where, len(self._hashes))
+        return self._collection
+
+    def _current_watermark(self) -> tuple[Any, ...]:
+        seed = self.settings.training.seed_dataset
+        try:
+            stat = seed.stat()
+            seed_stamp: tuple[int, int] = (stat.st_mtime_ns, stat.st_size)
+        except OSError:
+            seed_stamp = (0, 0)
+        return (*self.store.label_watermark(), *seed_stamp, self.cfg.reuse_policy_corrections)
+
+    def refresh(self, *, force: bool = False) -> SyncReport | None:
+        """Sync when a label or the seed file changed since the last sync (or when forced)."""
+        watermark = self._current_watermark()
+        if not force and watermark == self._watermark:
+            return None
+        with self._sync_lock:
+            if not force and watermark == self._watermark:
+                return None
+            report = self._sync()
+            self._watermark = watermark
+            return report
+
+    def _sync(self) -> SyncReport:
+        started = time.perf_counter()
+        collection = self._open()
+        wanted = desired_entries(self.settings, self.store)
+        stale = [e for e in wanted.values() if self._hashes.get(e.entry_id) != e.content_hash]
+        gone = [entry_id for entry_id in self._hashes if entry_id not in wanted]
+        if stale:
+            vectors = np.asarray(self.embed_texts([canonical_question(e.question) for e in stale]), dtype=np.float32)
+            collection.add([e.entry_id for e in stale], vectors, [e.question for e in stale],
+                           [e.metadata() for e in stale])
+        if gone:
+            collection.delete(gone)
+        added = sum(e.entry_id not in self._hashes for e in stale)
+        for entry in stale:
+            self._hashes[entry.entry_id] = entry.content_hash
+        for entry_id in gone:
+            self._hashes.pop(entry_id, None)
+        self.last_sync_at = time.time()
+        report = SyncReport(added, len(stale) - added, len(gone), len(self._hashes), time.perf_counter() - started)
+        if report.changed:
+            log.info("expert memory synced: %d added, %d updated, %d removed, %d entries (%.2fs)",
+                     report.added, report.updated, report.removed, report.total, report.seconds)
+        return report
+
+    def start_watching(self) -> None:
+        """Poll for label changes in the background (every replica does, so all stay in step)."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._poll, name="expert-memory", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self.cfg.poll_s):
+            try:
+                self.refresh()
+            except Exception as exc:  # the log or Chroma briefly away: the next poll tries again
+                log.warning("expert memory refresh failed (%s: %s)", type(exc).__name__, exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def search(self, question: str, k: int = 3) -> list[MemoryHit]:
+        """The k nearest entries, best first. Of entries asking the same question, the staff's
+        (correction, then confirmed) beats the seed file's."""
+        if k <= 0 or not self._hashes:
+            return []
+        vector = self.embed_query(canonical_question(question))
+        raw = self._open().query(vector, min(len(self._hashes), k * 3))
+        best: dict[str, MemoryHit] = {}
+        for record, similarity in raw:
+            entry = ExpertEntry.from_stored(record.chunk_id, record.text, record.meta)
+            key = _normalized(entry.question)
+            seen = best.get(key)
+            if seen is None or SOURCE_PRIORITY.get(entry.source, 9) < SOURCE_PRIORITY.get(seen.entry.source, 9):
+                best[key] = MemoryHit(entry, similarity if seen is None else max(similarity, seen.similarity))
+        return sorted(best.values(), key=lambda hit: -hit.similarity)[:k]
+
+    def entries(self) -> list[ExpertEntry]:
+        """Every entry as stored, staff entries first."""
+        collection = self._open()
+        entries = [ExpertEntry.from_stored(r.chunk_id, r.text, r.meta) for r in collection.load_all()]
+        return sorted(entries, key=lambda e: (SOURCE_PRIORITY.get(e.source, 9), e.entry_id))

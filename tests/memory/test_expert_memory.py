@@ -1,0 +1,166 @@
+"""A staff correction answers the next customer at once, and only the customer it fits.
+
+Real SQLite (and Postgres) logs, the real MiniLM, embedded Chroma; the domain LLM is a stand-in
+that records its prompts, so each test can tell a verified answer (no generation) from a
+grounded one (the entries in the prompt) from a bare one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from bot.answer import Answer, AskContext
+from bot.answerers.domain_model import DomainAnswerer
+from bot.config import Settings
+from bot.conversation_log import ConversationStore
+from bot.errors import AnswererUnavailable
+from bot.memory import ExpertMemory
+from bot.memory.entries import desired_entries
+from tests.memory.conftest import RecordingBackend
+from tests.servers.postgres import postgres_server
+
+CORRECTED = "Black pitchers are old pitchers dying back: normal. Cut them off and keep the humidity above 60 %."
+QUESTION = "My Nepenthes pitchers are turning black, what should I do?"
+PARAPHRASE = "My Nepenthes pitchers are turning black. What should I do?"
+
+
+def log_answer(store: ConversationStore, question: str, route: str = "domain", text: str = "Orchids.") -> int:
+    return store.log_turn(question, Answer(text=text, route=route, confidence=0.8, reason="test"),
+                          AskContext(channel="slack", user="UCUST", conversation_key=f"C:{question[:20]}"))
+
+
+def answerer(settings: Settings, memory: ExpertMemory | None) -> tuple[DomainAnswerer, RecordingBackend]:
+    backend = RecordingBackend()
+    return DomainAnswerer(settings, backend=backend, memory=memory), backend
+
+
+@pytest.fixture
+def store(tmp_path) -> Iterator[ConversationStore]:  # type: ignore[no-untyped-def]
+    store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
+    yield store
+    store.close()
+
+
+def test_a_correction_answers_the_next_paraphrased_question_as_written(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
+) -> None:
+    settings = memory_settings()
+    memory = make_memory(settings, store)
+    domain, backend = answerer(settings, memory)
+    before = domain.answer(PARAPHRASE, AskContext())
+    assert before.kind in ("grounded", "generated") and len(backend.model.prompts) == 1
+
+    turn = log_answer(store, QUESTION)
+    store.add_staff_label(turn, "USTAFF", "incorrect", corrected_answer=CORRECTED, correct_route="domain")
+    memory.refresh()
+    after = domain.answer(PARAPHRASE, AskContext())
+    assert (after.text, after.kind) == (CORRECTED, "verified")
+    assert len(backend.model.prompts) == 1, "a verified answer is given without generating"
+
+
+def test_a_label_saved_while_the_bot_runs_is_searchable_within_two_seconds(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
+) -> None:
+    memory = make_memory(memory_settings(), store)
+    memory.start_watching()
+    turn = log_answer(store, QUESTION)
+    saved = time.perf_counter()
+    store.add_staff_label(turn, "USTAFF", "incorrect", corrected_answer=CORRECTED)
+    while time.perf_counter() - saved < 5:
+        hits = memory.search(PARAPHRASE, 1)
+        if hits and hits[0].entry.answer == CORRECTED:
+            break
+        time.sleep(0.05)
+    assert time.perf_counter() - saved < 2.0
+
+
+def test_a_newer_label_replaces_the_older_and_a_retraction_removes_the_entry(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
+) -> None:
+    memory = make_memory(memory_settings(), store)
+    turn = log_answer(store, QUESTION, text="Water it more.")
+    store.add_staff_label(turn, "USTAFF", "incorrect", corrected_answer="First try at an answer.")
+    store.add_staff_label(turn, "USTAFF", "incorrect", corrected_answer=CORRECTED)
+    memory.refresh()
+    staff_entries = [e for e in memory.entries() if e.source != "seed"]
+    assert [(e.entry_id, e.answer) for e in staff_entries] == [(f"turn:{turn}", CORRECTED)]
+
+    store.retract_label(turn, "USTAFF")
+    memory.refresh()
+    assert [e for e in memory.entries() if e.source != "seed"] == []
+    assert memory.search(PARAPHRASE, 1)[0].entry.answer != CORRECTED
+    assert store.labeled_turns() == [], "a withdrawn label leaves the training data too"
+
+
+def test_an_answer_marked_correct_is_reused_and_policy_corrections_only_when_opted_in(
+    memory_settings: Callable[..., Settings], store: ConversationStore
+) -> None:
+    settings = memory_settings()
+    good = log_answer(store, "How much light does a Venus flytrap need?", text="Full sun, at least 4 hours.")
+    store.add_staff_label(good, "USTAFF", "correct")
+    policy = log_answer(store, "How long does shipping to Canada take?", route="retrieval", text="5 days.")
+    store.add_staff_label(policy, "USTAFF", "incorrect", corrected_answer="7-10 business days.")
+    entries = desired_entries(settings, store)
+    assert entries[f"turn:{good}"].answer == "Full sun, at least 4 hours."
+    assert f"turn:{policy}" not in entries
+    opted_in = desired_entries(memory_settings(**{"memory.reuse_policy_corrections": True}), store)
+    assert opted_in[f"turn:{policy}"].answer == "7-10 business days."
+
+
+def test_a_near_miss_question_is_not_answered_by_reuse(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
+) -> None:
+    settings = memory_settings(**{"memory.verified_threshold": 0.8})  # even with a lax threshold
+    domain, backend = answerer(settings, make_memory(settings, store))
+    draft = domain.answer("What are the symptoms of bacterial brown spot in orchids?", AskContext())
+    assert draft.kind == "grounded"
+    assert "root rot" not in draft.text and "Sunburnt" not in draft.text
+    system = backend.model.prompts[0][0]["content"]
+    assert "What are the symptoms of" in system, "the near entries still ground the model's answer"
+
+
+def test_an_ungrounded_answer_reports_low_confidence_or_falls_back(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
+) -> None:
+    settings = memory_settings(**{"memory.ground_min_similarity": 0.95})
+    domain, backend = answerer(settings, make_memory(settings, store))
+    draft = domain.answer("Can I grow a Lithops on a north-facing windowsill?", AskContext())
+    assert draft.kind == "generated" and draft.confidence <= settings.memory.ungrounded_max_confidence
+    assert backend.model.prompts[0][0]["content"] == settings.domain.system_prompt
+
+    strict = memory_settings(**{"memory.ground_min_similarity": 0.95, "memory.ungrounded": "fallback"})
+    strict_domain, _ = answerer(strict, make_memory(strict, store))
+    with pytest.raises(AnswererUnavailable, match="no expert entry"):
+        strict_domain.answer("Can I grow a Lithops on a north-facing windowsill?", AskContext())
+
+
+@pytest.mark.slow
+def test_two_replicas_sharing_a_postgres_log_both_serve_a_new_correction(
+    memory_settings: Callable[..., Settings], make_memory: Any, tmp_path: Any
+) -> None:
+    with postgres_server() as url:
+        store_a, store_b = ConversationStore.open(url), ConversationStore.open(url)
+        try:
+            replicas = []
+            for name, store in (("a", store_a), ("b", store_b)):
+                settings = memory_settings(**{"app.state_dir": str(tmp_path / f"replica-{name}")})
+                memory = make_memory(settings, store)
+                memory.start_watching()
+                replicas.append(answerer(settings, memory)[0])
+            turn = log_answer(store_a, QUESTION)
+            store_a.add_staff_label(turn, "USTAFF", "incorrect", corrected_answer=CORRECTED)
+            deadline = time.monotonic() + 5
+            answers: list[str] = []
+            while time.monotonic() < deadline:
+                answers = [replica.answer(PARAPHRASE, AskContext()).text for replica in replicas]
+                if answers == [CORRECTED, CORRECTED]:
+                    break
+                time.sleep(0.2)
+            assert answers == [CORRECTED, CORRECTED]
+        finally:
+            store_a.close()
+            store_b.close()
