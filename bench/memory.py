@@ -1,6 +1,6 @@
 """Expert memory benchmark (issue #16): search latency, label → searchable time, grounding on MedQuAD.
 
-    .venv/bin/python -m bench.memory            # 10,000 entries, 300 searches, 20 labels, 60 + 60 questions
+    .venv/bin/python -m bench.memory            # 10,000 entries, 300 searches, 20 labels, 30 + 30 questions
     .venv/bin/python -m bench.memory --quick    # 2,000 entries, 50 searches, 5 labels, 10 + 10 questions
 
 Everything goes through the product's pieces, in one process, in one run:
@@ -57,7 +57,7 @@ DEMO_SEED = REPO / "data" / "seed_domain.jsonl"
 OUT = REPO / "docs" / "benchmarks" / "memory.md"
 SEED = 16
 NEW_TOKENS = 96
-RAW_PREFILL = 15  # prompts whose prefill is also timed with llama-cpp-python alone
+COLD_PROMPTS = 15  # set (a) prompts whose prefill is also timed from an empty cache, ours and llama.cpp's alone
 # What a customer would act on if the model made it up: links, e-mail addresses, phone numbers.
 CONTACT_RE = re.compile(
     r"https?://\S+|www\.\S+|\b[\w.-]+@[\w-]+\.[\w.]+\b|\b[\w-]+\.(?:com|org|gov|net|edu)\b(?:/\S*)?"
@@ -324,7 +324,7 @@ def run_grounding(settings: Any, memory: Any, cases: list[Case], with_cold: bool
             "reuse_rouge": rouge_l(reuse, case.reference) if verified else 0.0,
             "top_is_same_question": bool(hits) and norm(hits[0].entry.question) == norm(case.question),
         }
-        if with_cold and grounding:
+        if with_cold and grounding and i < COLD_PROMPTS:
             row["cold"] = (cold_first_token(model, bare_msgs), cold_first_token(model, ground_msgs))
             row["prompt_ids"] = (model.prompt_tokens(bare_msgs), model.prompt_tokens(ground_msgs))
         rows.append(row)
@@ -333,7 +333,7 @@ def run_grounding(settings: Any, memory: Any, cases: list[Case], with_cold: bool
     answerer.close()
     result: dict[str, Any] = {"rows": rows}
     if with_cold:
-        result["raw_prefill"] = raw_prefill(settings, [r["prompt_ids"] for r in rows if "prompt_ids" in r][:RAW_PREFILL])
+        result["raw_prefill"] = raw_prefill(settings, [r["prompt_ids"] for r in rows if "prompt_ids" in r])
     return result
 
 
@@ -417,7 +417,9 @@ def write_report(args: argparse.Namespace, data: Data, meta: dict[str, Any], sea
                  label: dict[str, Any], set_a: dict[str, Any] | None, set_b: dict[str, Any] | None) -> None:
     from bot.atomic import atomic_write_text
 
-    command = ".venv/bin/python -m bench.memory" + (" --quick" if args.quick else "")
+    sizes = [f"--{name} {value}" for name, value in (("entries", args.entries), ("searches", args.searches),
+                                                      ("labels", args.labels), ("questions", args.questions)) if value]
+    command = " ".join([".venv/bin/python -m bench.memory", *(["--quick"] if args.quick else []), *sizes])
     total, chroma, exact = search["total"], search["chroma"], search["exact"]
     p95 = pct(total, 95) * 1000
     times = label["times"]
@@ -533,14 +535,15 @@ def grounding_section(data: Data, meta: dict[str, Any], set_a: dict[str, Any], s
         "",
         "## Prefill time grounding adds (llama.cpp, set (a) prompts)",
         "",
-        "| prompt | prompt tokens p50 (max) | first token, as served p50 / p95 | first token, cold cache p50 / p95 |",
+        "| prompt | prompt tokens p50 (max) | first token, as served p50 / p95 | first token, cold cache p50 / p95 "
+        f"(first {len(cold)} prompts) |",
         "|---|---|---|---|",
         f"| bare | {statistics.median(tokens_bare):.0f} ({max(tokens_bare)}) | {ms(served_bare, 50)} / "
         f"{ms(served_bare, 95)} | {ms([c[0] for c in cold], 50)} / {ms([c[0] for c in cold], 95)} |",
         f"| grounded (k = {meta['ground_k']}, {meta['ground_chars']} chars each) | "
         f"{statistics.median(tokens_ground):.0f} ({max(tokens_ground)}) | {ms(served_ground, 50)} / "
         f"{ms(served_ground, 95)} | {ms([c[1] for c in cold], 50)} / {ms([c[1] for c in cold], 95)} |",
-        f"| baseline: llama-cpp-python's own `Llama.eval` of the same bare tokens (first {len(raw[0])} prompts) | – | – | "
+        f"| baseline: llama-cpp-python's own `Llama.eval` of the same bare tokens | – | – | "
         f"{ms(raw[0], 50)} / {ms(raw[0], 95)} |",
         f"| baseline: the same, grounded tokens | – | – | {ms(raw[1], 50)} / {ms(raw[1], 95)} |",
         "",
@@ -573,7 +576,7 @@ def main() -> int:
     parser.add_argument("--entries", type=int, default=0, help="memory size (default 10,000; quick 2,000)")
     parser.add_argument("--searches", type=int, default=0, help="held-out searches (default 300; quick 50)")
     parser.add_argument("--labels", type=int, default=0, help="label → searchable repetitions (default 20; quick 5)")
-    parser.add_argument("--questions", type=int, default=0, help="questions per MedQuAD set (default 60; quick 10)")
+    parser.add_argument("--questions", type=int, default=0, help="questions per MedQuAD set (default 30; quick 10)")
     parser.add_argument("--skip-llm", action="store_true", help="latency parts only (no llama.cpp runs)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
@@ -582,7 +585,7 @@ def main() -> int:
     n_entries = args.entries or (2000 if args.quick else 10_000)
     n_search = args.searches or (50 if args.quick else 300)
     n_labels = args.labels or (5 if args.quick else 20)
-    n_set = args.questions or (10 if args.quick else 60)
+    n_set = args.questions or (10 if args.quick else 30)
 
     from bot.config import load_settings
     from bot.conversation_log import ConversationStore

@@ -370,7 +370,7 @@ def published_contacts(knowledge: KnowledgeBase) -> Callable[[], ContactAllowlis
     lock = threading.Lock()
 
     def current() -> ContactAllowlist:
-        generation = knowledge.generation()
+        generation = knowledge.generation
         with lock:
             allowlist = cache.get(generation)
             if allowlist is None:

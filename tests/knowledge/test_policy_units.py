@@ -5,6 +5,8 @@ Pure functions on strings and a fake encoder: no model, milliseconds.
 
 from __future__ import annotations
 
+import zlib
+
 import numpy as np
 import pytest
 
@@ -109,7 +111,7 @@ class BagOfWordsEncoder:
         rows = np.zeros((len(texts), 64), dtype=np.float32)
         for row, text in enumerate(texts):
             for word in text.lower().replace("?", " ").replace(".", " ").split():
-                rows[row, hash(word) % 64] += 1
+                rows[row, zlib.crc32(word.encode()) % 64] += 1  # stable across runs, unlike hash()
         return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-9)
 
 
@@ -131,7 +133,7 @@ def test_units_from_two_sections_are_each_kept_with_their_section(monkeypatch: p
     question = "How much does shipping to Hawaii cost and is a heat pack needed?"
     hits = [_hit("zones", ZONES, 0.7), _hit("season", "Every order to Zone 3 must include a heat pack.", 0.6)]
     scored = score_units(question, encoder([question])[0], hits, UnitVectors(encoder))
-    groups = choose_lead(scored, max_chars=400, max_units=3)
+    groups = choose_lead(scored, max_chars=600, max_units=4)  # room for every unit: grouping, not ranking
     assert {hit.chunk_id for hit, _ in groups} == {"zones", "season"}
 
 

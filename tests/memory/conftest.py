@@ -47,6 +47,8 @@ class RecordingModel:
     def generate(self, messages: list[dict[str, str]], params: GenerationParams, on_text: Any = None,
                  should_stop: Any = None) -> GenerationResult:
         self.prompts.append(messages)
+        if on_text is not None:
+            on_text(self.text)  # streamed as one piece
         return GenerationResult(text=self.text, new_tokens=12, finish_reason="stop")
 
     def close(self) -> None:

@@ -164,3 +164,31 @@ def test_two_replicas_sharing_a_postgres_log_both_serve_a_new_correction(
         finally:
             store_a.close()
             store_b.close()
+
+
+class PublishedKnowledge:
+    """The two things the contact guard reads from a knowledge base."""
+
+    generation = 1
+
+    def published_texts(self) -> list[str]:
+        return ["Care guides: https://rareroots.example/care/nepenthes", "https://rareroots.example/shipping"]
+
+
+def test_a_generated_answer_loses_the_sentence_with_an_invented_link_but_keeps_the_shops_own(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
+) -> None:
+    from bot.answerers.domain_model import published_contacts
+
+    settings = memory_settings()
+    backend = RecordingBackend()
+    backend.model.text = ("Cut the black pitchers off at the base. Buy a pot cleaner like 1098 at "
+                          "https://www.petcoplantsolutions.com/tips_and_tricks_ today. Our care guide is at "
+                          "https://rareroots.example/care/nepenthes for more.")
+    domain = DomainAnswerer(settings, backend=backend, memory=make_memory(settings, store),
+                            published=published_contacts(PublishedKnowledge()))  # type: ignore[arg-type]
+    streamed: list[str] = []
+    draft = domain.answer("Why do my Nepenthes pitchers go black?", AskContext(), on_partial=streamed.append)
+    assert streamed and not any("petcoplantsolutions" in text for text in streamed), "not even while streaming"
+    assert "petcoplantsolutions" not in draft.text and "1098" not in draft.text
+    assert draft.text.startswith("Cut the black pitchers off") and "rareroots.example/care/nepenthes" in draft.text

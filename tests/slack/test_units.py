@@ -79,7 +79,7 @@ def test_flag_submission_is_parsed_and_validated() -> None:
     ok, errors = parse_flag_submission(_view("incorrect", "escalate", "Ask a person"))
     assert errors == {} and ok is not None
     assert (ok.turn_id, ok.verdict, ok.correct_route, ok.corrected_answer) == (9, "incorrect", "escalate", "Ask a person")
-    assert parse_flag_submission(_view(None))[1] == {ids.FLAG_VERDICT_BLOCK: "Choose correct or incorrect."}
+    assert parse_flag_submission(_view(None))[1] == {ids.FLAG_VERDICT_BLOCK: "Choose correct, incorrect or withdraw."}
     assert ids.FLAG_ROUTE_BLOCK in parse_flag_submission(_view("correct", "chitchat"))[1]
     assert "lost track" in parse_flag_submission(_view("correct", meta="{}"))[1][ids.FLAG_VERDICT_BLOCK]
 
@@ -258,7 +258,7 @@ def test_serve_starts_even_when_the_domain_model_is_not_ready_yet(
             raise AnswererUnavailable("inference server at http://inference:8000/v1 refused the connection")
 
     class Runtime:
-        domain, pipeline, store, knowledge = NotReady(), object(), object(), None
+        domain, pipeline, store, knowledge, memory = NotReady(), object(), object(), None, None
 
         def close(self) -> None:
             events.append("closed")
