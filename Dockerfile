@@ -36,6 +36,9 @@ RUN bash scripts/setup.sh && rm -rf /root/.cache/pip
 # Bake the converted base model into the image: nothing is downloaded or converted at start.
 RUN supportbot prepare && chown -R supportbot /app
 USER supportbot
+# 3000: Slack HTTP mode. 5055: `supportbot actions` (the Rasa action server) listens on 127.0.0.1 by
+# default; in a container run it with SUPPORTBOT_RASA__HOST=0.0.0.0 and SUPPORTBOT_RASA_TOKEN set
+# (docs/operations.md#rasa-action-server).
 EXPOSE 3000 5055
 VOLUME ["/app/var"]
 CMD ["supportbot", "serve"]
