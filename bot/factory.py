@@ -97,15 +97,15 @@ def build_runtime(
 def build_expert_memory(settings: Settings, store: ConversationStore, embedder: Any, knowledge: Any) -> Any:
     """The expert memory, synced from the seed file and the log; None when `memory.enabled` is off.
 
-    Questions are embedded once per search: the memory asks the knowledge base for the vector
-    it already computed (and remembers) for the same question."""
+    Entries are embedded like the router's examples; a question goes through the knowledge
+    base's query encoder (float32, the same vectors), which also remembers it for a while."""
     if not settings.memory.enabled:
         return None
     from bot.memory import ExpertMemory
+    from bot.router import embed
 
-    def embed_texts(texts: Any) -> Any:
-        return embedder.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True, batch_size=64)
-
-    memory = ExpertMemory(settings, store, embed_texts, knowledge.embed_query, knowledge.fingerprint())
+    memory = ExpertMemory(
+        settings, store, lambda texts: embed(embedder, list(texts)), knowledge.embed_query, knowledge.fingerprint()
+    )
     memory.refresh(force=True)
     return memory

@@ -361,7 +361,7 @@ def build_domain_answerer(
     settings: Settings, memory: ExpertMemory | None = None, knowledge: KnowledgeBase | None = None
 ) -> DomainAnswerer:
     """Cheap: the backend is chosen and the model loaded on `warm_up()` or the first question."""
-    return DomainAnswerer(settings, memory=memory, published=published_contacts(knowledge) if knowledge else None)
+    return DomainAnswerer(settings, memory=memory, published=published_contacts(knowledge) if knowledge is not None else None)
 
 
 def published_contacts(knowledge: KnowledgeBase) -> Callable[[], ContactAllowlist]:

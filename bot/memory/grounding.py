@@ -10,21 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.llm.guard import limit_length
 from bot.memory.index import MemoryHit
 
 GROUNDING_HEADER = (
     "Our plant experts already answered these similar questions. Use what applies to the "
     "customer's question and ignore the rest; do not mention these notes."
 )
-
-
-def _cut(text: str, limit: int) -> str:
-    text = " ".join(text.split())
-    if len(text) <= limit:
-        return text
-    cut = text[:limit]
-    end = max(cut.rfind(". "), cut.rfind("! "), cut.rfind("? "))
-    return cut[: end + 1] if end > limit // 2 else cut.rsplit(" ", 1)[0] + "…"
 
 
 def grounded_messages(
@@ -34,7 +26,9 @@ def grounded_messages(
     system = system_prompt
     if hits:
         notes = "\n".join(
-            f"- Question: {hit.entry.question}\n  Expert answer: {_cut(hit.entry.answer, answer_chars)}" for hit in hits
+            f"- Question: {hit.entry.question}\n"
+            f"  Expert answer: {limit_length(' '.join(hit.entry.answer.split()), answer_chars)}"
+            for hit in hits
         )
         system = f"{system_prompt}\n\n{GROUNDING_HEADER}\n{notes}"
     return [{"role": "system", "content": system}, {"role": "user", "content": question}]

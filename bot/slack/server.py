@@ -98,7 +98,10 @@ class ThreadedSlackRequestHandler(SlackRequestHandler):
         await super().__call__(scope, receive, send)
 
     async def _handle_post(self, scope: Any, receive: Any, send: Any) -> None:
-        headers = _header_map(scope)
+        bolt_headers: dict[str, list[str]] = {}
+        for name, value in scope.get("headers", []):
+            bolt_headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
+        headers = {name: values[0] for name, values in bolt_headers.items()}  # what the checks read
         rejection = request_checks.content_length_problem(headers, self.max_body_bytes)
         if rejection is None:
             try:
@@ -113,9 +116,6 @@ class ThreadedSlackRequestHandler(SlackRequestHandler):
                         rejection.status, rejection.reason)
             await _send_json(send, rejection.status, {"error": rejection.reason})
             return
-        bolt_headers: dict[str, list[str]] = {}
-        for name, value in scope.get("headers", []):
-            bolt_headers.setdefault(name.decode("latin-1").lower(), []).append(value.decode("latin-1"))
         query = scope.get("query_string", b"").decode("latin-1")
         try:
             response = await self.dispatch_checked(body, query, bolt_headers)
@@ -136,14 +136,6 @@ class ThreadedSlackRequestHandler(SlackRequestHandler):
         if len(body) <= self.INLINE_CHECK_BYTES:
             return check()
         return await asyncio.get_running_loop().run_in_executor(self.executor, check)
-
-
-def _header_map(scope: Any) -> dict[str, str]:
-    """Lower-cased header names to their first value (what the checks need)."""
-    headers: dict[str, str] = {}
-    for name, value in scope.get("headers", []):
-        headers.setdefault(name.decode("latin-1").lower(), value.decode("latin-1"))
-    return headers
 
 
 async def _send_plain(send: Any, status: int, body: bytes) -> None:

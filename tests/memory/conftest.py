@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.llm.backend import AdapterRef, GenerationParams, GenerationResult
 from bot.memory import ExpertMemory
+from bot.router import embed
 
 SEED = [
     ("How often should I water a Masdevallia orchid?",
@@ -81,13 +82,8 @@ def make_memory(embedder: Any) -> Callable[[Settings, ConversationStore], Expert
     made: list[ExpertMemory] = []
 
     def make(settings: Settings, store: ConversationStore) -> ExpertMemory:
-        def embed_texts(texts: Any) -> Any:
-            return embedder.encode(list(texts), normalize_embeddings=True, convert_to_numpy=True)
-
-        def embed_query(text: str) -> Any:
-            return embed_texts([text])[0]
-
-        memory = ExpertMemory(settings, store, embed_texts, embed_query, fingerprint="test-minilm")
+        memory = ExpertMemory(settings, store, lambda texts: embed(embedder, list(texts)),
+                              lambda text: embed(embedder, [text])[0], fingerprint="test-minilm")
         memory.refresh(force=True)
         made.append(memory)
         return memory
