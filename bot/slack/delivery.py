@@ -46,6 +46,7 @@ def answer_from_turn(turn: Turn) -> Answer:
         model_version=turn.model_version,
         router_version=turn.router_version,
         fallback_reason=turn.fallback_reason,
+        kind=turn.answer_kind,
     )
 
 

@@ -126,3 +126,17 @@ def test_a_rejected_bot_token_stops_serve_with_one_line(settings_factory, fake_s
     with pytest.raises(ConfigError, match="SLACK_BOT_TOKEN") as err:
         wait_for_slack(build_web_client(settings))
     assert "\n" not in str(err.value)
+
+
+def test_a_re_posted_answer_looks_like_the_one_that_failed(slack_harness: HarnessFactory) -> None:
+    from bot.answer import Answer, AskContext, Source
+    from bot.slack.blocks import VERIFIED_TEXT, answer_blocks
+    from bot.slack.delivery import answer_from_turn
+
+    h = slack_harness()
+    original = Answer(text="Water it twice a week.", route="domain", confidence=0.99, reason="topic: watering",
+                      sources=[Source(title="Care", path="knowledge/care.md")], kind="verified")
+    turn_id = h.store.log_turn("How often?", original, AskContext(channel="slack", user="U1"))
+    again = answer_from_turn(h.store.get_turn(turn_id))
+    assert (again.text, again.kind, again.sources[0].path) == (original.text, "verified", "knowledge/care.md")
+    assert VERIFIED_TEXT in str(answer_blocks(again)), "a verified answer keeps its 'checked by our team' line"
