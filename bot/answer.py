@@ -36,6 +36,13 @@ class AskContext:
     slack_channel: str = ""
     thread_ts: str = ""
     event_id: str = ""
+    # Where a follow-up's earlier turns are found: "conversation" (the log's turns under
+    # channel + conversation_key), "slack_channel" (a DM: the customer's turns in that Slack
+    # channel, any thread, within the window) or "none" (`ask`: one question only).
+    history: str = "conversation"
+    # Earlier questions the channel itself knows (a Rasa tracker's user messages), oldest first;
+    # when given they are the context instead of the log's turns.
+    earlier_questions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,8 +65,9 @@ class Draft:
     sources: list[Source] = field(default_factory=list)
     confidence: float = 1.0
     model_version: str = ""
-    # How a domain answer was made: "verified" (an expert entry as written), "grounded" (generated
-    # with expert entries in the prompt) or "generated" (the model alone); "" for other routes.
+    # How a domain answer was made: "verified" (an expert entry as written), "similar" (an entry's
+    # answer to a similar question, as written, framed as such), "grounded" (generated with expert
+    # entries in the prompt) or "generated" (the model alone); "" for other routes.
     kind: str = ""
 
 
@@ -78,6 +86,10 @@ class Answer:
     router_version: str = ""
     fallback_reason: str = ""
     kind: str = ""  # see Draft.kind
+    # A follow-up read with its conversation: the question as routed and answered ("" when the
+    # message stood alone) and the earlier turn it was read with (None: none, or a Rasa tracker).
+    standalone_question: str = ""
+    context_turn_id: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

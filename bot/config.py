@@ -185,6 +185,11 @@ class RouterConfig(_Section):
         description="Routes tried, in order, when the chosen route is below its threshold "
         "or its answerer cannot answer.",
     )
+    train_at_start: bool = Field(
+        True, description="When no router version is promoted yet (a fresh install), train one from the "
+        "seed file and staff labels before answering (seconds; it routes better than zero-shot). Off: "
+        "route zero-shot until `supportbot router train`."
+    )
     reload_interval_s: float = Field(
         2.0, ge=0.0, description="Least seconds between checks for a newly promoted router version "
         "(the running bot swaps it in without a restart)."
@@ -356,6 +361,13 @@ class MemoryConfig(_Section):
         "is given as written (a verified answer), when the question also names nothing the entry's "
         "question does not. Chosen for precision on BANKING77 (docs/benchmarks/memory_reuse.md)."
     )
+    similar_threshold: float = Field(
+        0.7, ge=0.0, le=1.01, description="Cosine similarity, between the question and an entry's question "
+        "with its answer, at or above which that entry's answer is given as written, framed as the team's "
+        "answer to a similar question (the 'similar' kind), when the entry also names every plant or "
+        "product the question names. 1.01 turns similar answers off. Chosen on held-out shop questions "
+        "and MedQuAD (docs/benchmarks/similar_answers.md)."
+    )
     ground_k: int = Field(2, ge=0, le=8, description="Nearest entries put in the domain model's prompt.")
     ground_min_similarity: float = Field(
         0.5, ge=0.0, le=1.0, description="Entries less similar than this are not put in the prompt; when "
@@ -376,6 +388,30 @@ class MemoryConfig(_Section):
     reuse_policy_corrections: bool = Field(
         False, description="Also reuse staff corrections of knowledge-base (retrieval) answers as written. "
         "Off: policies change, so fix the knowledge file instead."
+    )
+
+
+class ConversationConfig(_Section):
+    """Follow-ups: a message that leans on the earlier turns of its conversation is routed and
+    answered together with them (docs/conversations.md)."""
+
+    enabled: bool = Field(
+        True, description="Read the earlier turns of a conversation (a Slack thread, a DM within the "
+        "window, a Rasa sender, a console session) when a message depends on them."
+    )
+    window_minutes: float = Field(
+        30.0, gt=0, description="Earlier turns older than this are not context (a DM an hour later is a new "
+        "conversation)."
+    )
+    max_turns: int = Field(
+        3, ge=1, le=10, description="Most earlier questions a follow-up is read with (a chain of follow-ups "
+        "reaches back this far)."
+    )
+    combine: Literal["cue", "confidence", "cue+confidence", "always"] = Field(
+        "cue", description="When a message is read with the earlier questions: 'cue' when it looks "
+        "dependent (a pronoun, 'and…', 'what about…', two content words or fewer), 'confidence' when the "
+        "router is at least as sure of the combined question, 'cue+confidence' when both, 'always' "
+        "whenever there are earlier turns. Chosen on a tuning set (docs/benchmarks/conversations.md)."
     )
 
 
@@ -609,6 +645,7 @@ class Settings(_Section):
     router: RouterConfig = Field(default_factory=RouterConfig)
     domain: DomainConfig = Field(default_factory=DomainConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
+    conversation: ConversationConfig = Field(default_factory=ConversationConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
     rasa: RasaConfig = Field(default_factory=RasaConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -84,6 +84,8 @@ def build_runtime(
     closers.append(domain.close)
     retrieval = RetrievalAnswerer(settings, knowledge, generator=domain.generator)
     retrieval.warm_up()  # lead units embedded before the first customer asks (bot.answerers.lead)
+    if settings.router.train_at_start:
+        train_first_router(settings, embedder, store, knowledge)
     router = build_router(settings, embedder=embedder, knowledge=knowledge, store=store)
     pipeline = Pipeline(
         settings,
@@ -92,6 +94,31 @@ def build_runtime(
         {"domain": domain, "retrieval": retrieval, "escalate": EscalationAnswerer(settings)},
     )
     return Runtime(settings, store, pipeline, knowledge, router, domain, closers, memory)
+
+
+def train_first_router(settings: Settings, embedder: Any, store: ConversationStore, knowledge: Any) -> str | None:
+    """On a fresh install, train and promote a router from the seed file before the first answer.
+
+    Zero-shot routing (nearest topic centroid) sends questions that mix topics ("can I return
+    a plant that arrived with mealybugs?") to the wrong answerer more often than a trained
+    router, and training takes seconds. A failure is logged and leaves zero-shot routing: the
+    bot must start either way. Returns the version trained, or None."""
+    from bot.router import router_registry
+
+    if router_registry(settings).current_version() is not None:
+        return None
+    from training.router_training import train_router
+
+    log.info("no router trained yet: training one from %s before answering", settings.router.seed_file)
+    try:
+        report = train_router(settings, embedder=embedder, store=store, knowledge=knowledge)
+    except Exception as exc:  # a bad seed file, a full disk: zero-shot still answers
+        log.warning("router training at start failed (%s: %s); routing zero-shot until "
+                    "`supportbot router train` succeeds", type(exc).__name__, exc)
+        return None
+    log.info("router %s trained and promoted in %.1fs (cross-validated route accuracy %.0f%%)",
+             report.version, report.duration_s, report.cv_accuracy * 100)
+    return report.version
 
 
 def build_expert_memory(settings: Settings, store: ConversationStore, embedder: Any, knowledge: Any) -> Any:

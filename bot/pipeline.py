@@ -21,6 +21,7 @@ from bot.answer import Answer, Answerer, AskContext, Draft, PartialCallback, Rou
 from bot.config import ROUTES, Route, Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable, StoreError
+from bot.followups import FollowupResolver, Resolution
 from bot.masking import mask_secrets_in_text
 from bot.question_input import TOO_LONG_REASON, clean_context, clean_question, too_long_reply
 
@@ -43,6 +44,7 @@ class Pipeline:
         self.store = store
         self.router = router
         self.answerers = dict(answerers)
+        self.followups = FollowupResolver(settings, store, router.decide)
         self._log_failures = 0  # consecutive failed turn writes: only the first gets a traceback
         self._log_failures_lock = threading.Lock()  # Slack answers on several threads at once
 
@@ -78,7 +80,8 @@ class Pipeline:
         limit = self.settings.app.max_question_chars
         if len(question) > limit:
             return self._refuse_too_long(question, ctx, started)
-        decision = self.router.decide(question)
+        resolution = self._resolve(question, ctx)
+        decision, asked = resolution.decision, resolution.question
         order, fallback_reason = self.route_order(decision)
         reasons = [fallback_reason] if fallback_reason else []
         draft: Draft | None = None
@@ -88,7 +91,7 @@ class Pipeline:
             if answerer is None:
                 continue
             try:
-                draft = answerer.answer(question, ctx, on_partial)
+                draft = answerer.answer(asked, ctx, on_partial)
                 route = candidate
                 break
             except AnswererUnavailable as exc:
@@ -112,6 +115,8 @@ class Pipeline:
             router_version=decision.router_version,
             fallback_reason="; ".join(reasons),
             kind=draft.kind,
+            standalone_question=resolution.standalone_question,
+            context_turn_id=resolution.context_turn_id,
         )
         turn_id = self._log_turn(question, answer, ctx)
         log.info(
@@ -123,6 +128,16 @@ class Pipeline:
             ctx.event_id,
         )
         return replace(answer, turn_id=turn_id)
+
+    def _resolve(self, question: str, ctx: AskContext) -> Resolution:
+        """The message alone or read with its conversation; a log that cannot be read costs the
+        context, never the answer."""
+        try:
+            return self.followups.resolve(question, ctx)
+        except (SQLAlchemyError, StoreError) as exc:
+            log.warning("could not read the conversation's earlier turns (%s); answering the message alone",
+                        type(exc).__name__)
+            return Resolution(question, self.router.decide(question))
 
     def _refuse_too_long(self, question: str, ctx: AskContext, started: float) -> Answer:
         """A fixed reply, without the router or any model; the turn is logged cut to the limit."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from bot.atomic import atomic_write_json, atomic_write_text
 from bot.config import Settings
 from bot.errors import BotError
+from bot.memory.framing import without_similar_frame
 
 if TYPE_CHECKING:
     from bot.conversation_log import ConversationStore
@@ -241,16 +242,17 @@ def labeled_examples(
             stats[f"skipped_route_{route}"] += 1
             continue
         if turn.verdict == "correct":
-            answer, source = turn.answer, SOURCE_CORRECT
+            answer, source = without_similar_frame(turn.answer), SOURCE_CORRECT
         elif turn.corrected_answer.strip():
             answer, source = turn.corrected_answer, SOURCE_CORRECTED
         else:
             stats["skipped_incorrect_without_correction"] += 1
             continue
-        if not turn.question.strip() or not answer.strip():
+        question = turn.learn_question.strip()  # a follow-up is learnt in its standalone form
+        if not question or not answer.strip():
             stats["skipped_empty"] += 1
             continue
-        examples.append(Example(turn.question.strip(), answer.strip(), source, route=route))
+        examples.append(Example(question, answer.strip(), source, route=route))
     return examples, latest
 
 

@@ -76,8 +76,8 @@ def staff_examples(store: Any, weight: float) -> list[Example]:
         return []
     out = []
     for turn in store.labeled_turns():
-        if turn.correct_route in ROUTES and turn.question.strip():
-            out.append(Example(turn.question.strip(), "", turn.correct_route, "staff", weight))
+        if turn.correct_route in ROUTES and turn.learn_question.strip():  # a follow-up as it was routed
+            out.append(Example(turn.learn_question.strip(), "", turn.correct_route, "staff", weight))
     return out
 
 

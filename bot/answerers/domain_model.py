@@ -30,14 +30,16 @@ from bot.llm.backend import (
 )
 from bot.llm.contact_guard import ContactAllowlist, remove_invented_contacts
 from bot.llm.guard import GuardPolicy, clean_partial, finalize_answer, should_stop_early
+from bot.memory.framing import similar_answer_text
 from bot.memory.grounding import grounded_messages
-from bot.memory.matching import is_verified_match
+from bot.memory.matching import is_similar_match, is_verified_match
 from bot.registry import ArtifactRegistry
 
 if TYPE_CHECKING:
     from bot.indexing.knowledge_base import KnowledgeBase
     from bot.llm.backend import LLMBackend
     from bot.memory import ExpertMemory
+    from bot.memory.index import MemoryHit
 
 log = logging.getLogger(__name__)
 
@@ -283,16 +285,27 @@ class DomainAnswerer:
         return model.version, model.generate(messages, params, on_text, stop_check)
 
     def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
-        """A verified answer when an expert entry asks the same thing; else the model's answer,
-        grounded in the nearest entries when there are any close enough."""
+        """A verified answer when an expert entry asks the same thing; a similar answer when an
+        entry answers what the question describes; else the model's answer, grounded in the
+        nearest entries when there are any close enough."""
         mem = self.settings.memory
-        hits = self.memory.search(question, max(mem.ground_k, 1)) if self.memory is not None else []
-        if hits and is_verified_match(question, hits[0], mem.verified_threshold):
-            top = hits[0]
-            log.info("verified answer entry=%s similarity=%.3f event_id=%s", top.entry.entry_id, top.similarity,
-                     ctx.event_id)
-            return Draft(text=top.entry.answer, confidence=round(top.similarity, 4), kind="verified",
-                         model_version=f"memory:{top.entry.entry_id}")
+        hits: list[MemoryHit] = []
+        if self.memory is not None:
+            found = self.memory.lookup(question, max(mem.ground_k, 1), k_answers=1 if mem.similar_threshold <= 1 else 0)
+            hits = found.by_question
+            if hits and is_verified_match(question, hits[0], mem.verified_threshold):
+                top = hits[0]
+                log.info("verified answer entry=%s similarity=%.3f event_id=%s", top.entry.entry_id,
+                         top.similarity, ctx.event_id)
+                return Draft(text=top.entry.answer, confidence=round(top.similarity, 4), kind="verified",
+                             model_version=f"memory:{top.entry.entry_id}")
+            similar = found.by_answer[0] if found.by_answer else None
+            if similar is not None and is_similar_match(question, similar, mem.similar_threshold,
+                                                        self.memory.vocabulary):
+                log.info("similar answer entry=%s similarity=%.3f event_id=%s", similar.entry.entry_id,
+                         similar.similarity, ctx.event_id)
+                return Draft(text=similar_answer_text(similar.entry.question, similar.entry.answer), confidence=round(similar.similarity, 4),
+                             kind="similar", model_version=f"memory:{similar.entry.entry_id}")
         grounding = [hit for hit in hits[: mem.ground_k] if hit.similarity >= mem.ground_min_similarity]
         if self.memory is not None and not grounding and mem.ungrounded == "fallback":
             raise AnswererUnavailable(

@@ -42,7 +42,7 @@ def evaluate(
 
     from bot.cli.main import console, err_console, state
     from bot.evaluation.report import compare_reports, load_report, summarize, write_report
-    from bot.evaluation.runner import load_testset, run_evaluation
+    from bot.evaluation.runner import evaluation_size, load_testset, run_evaluation
     from bot.factory import build_runtime
 
     settings = state.settings()
@@ -68,7 +68,7 @@ def evaluate(
             TextColumn("evaluating"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=err_console, transient=True,
         ) as progress:
-            task = progress.add_task("eval", total=len(items))
+            task = progress.add_task("eval", total=evaluation_size(items))
             results = run_evaluation(
                 runtime.pipeline,
                 items,
@@ -94,7 +94,7 @@ def evaluate(
 
     routing, quality = report["routing"], report["quality"]["all"]
     console.print(
-        f"{len(results)} questions: route accuracy {routing['accuracy']:.0%}, macro-F1 {routing['macro_f1']:.2f}, "
+        f"{report['counts']['items']} questions: route accuracy {routing['accuracy']:.0%}, macro-F1 {routing['macro_f1']:.2f}, "
         f"escalated {report['escalation']['escalated']} (missed {report['escalation']['missed']}), "
         f"degenerate {report['degenerate']['count']}",
         highlight=False,
@@ -104,6 +104,15 @@ def evaluate(
         console.print(f"token F1 {quality['token_f1']:.3f}, ROUGE-L {quality['rouge_l']:.3f}", highlight=False, soft_wrap=True)
     if quality["citation_hit_rate"] is not None:
         console.print(f"citation hit rate {quality['citation_hit_rate']:.0%}", highlight=False, soft_wrap=True)
+    conv = report.get("conversations")
+    if conv:
+        first, with_ctx, alone = conv["first_turns"], conv["follow_ups"]["with_context"], conv["follow_ups"]["alone"]
+        console.print(
+            f"{conv['conversations']} conversations: route accuracy first turns {first['route_accuracy']:.0%}, "
+            f"follow-ups {with_ctx['route_accuracy']:.0%} with the conversation ({alone['route_accuracy']:.0%} on "
+            f"their own); follow-up token F1 {_f(with_ctx['token_f1'])} ({_f(alone['token_f1'])} on their own)",
+            highlight=False, soft_wrap=True,
+        )
     if comparison is not None:
         better = sum(m["verdict"] == "better" for m in comparison["metrics"])
         worse = sum(m["verdict"] == "worse" for m in comparison["metrics"])
@@ -112,3 +121,7 @@ def evaluate(
     if problems:
         console.print(f"[yellow]{len(problems)} malformed line(s) skipped (listed in the report)[/yellow]")
     console.print(f"report: {written['markdown']}  (data: {written['json']})", highlight=False, soft_wrap=True)
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"

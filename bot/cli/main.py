@@ -114,7 +114,7 @@ def ask(
 
     runtime = build_runtime(state.settings(), watch=False)
     try:
-        answer = runtime.pipeline.answer(question, AskContext(channel="cli", user=user))
+        answer = runtime.pipeline.answer(question, AskContext(channel="cli", user=user, history="none"))
     finally:
         runtime.close()
     if as_json:

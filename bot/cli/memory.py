@@ -75,18 +75,20 @@ def search(
     question: Annotated[str, typer.Argument(help="A customer question.")],
     k: Annotated[int, typer.Option("-k", help="How many entries to show.")] = 5,
 ) -> None:
-    """The entries nearest a question, and whether the first would be given as written."""
+    """The entries nearest a question, and how the bot would answer it from them."""
     from bot.cli.main import console, state
-    from bot.memory.matching import is_verified_match, uncovered_words
+    from bot.memory.matching import is_similar_match, is_verified_match, missing_subjects, uncovered_words
 
     settings = state.settings()
     store, memory, knowledge = _open_memory()
     try:
-        hits = memory.search(question, k)
+        found = memory.lookup(question, k, k_answers=1)
+        vocabulary = memory.vocabulary
     finally:
         memory.close()
         knowledge.close()
         store.close()
+    hits = found.by_question
     cfg = settings.memory
     for rank, hit in enumerate(hits, start=1):
         verdict = ""
@@ -97,9 +99,20 @@ def search(
             elif hit.similarity >= cfg.verified_threshold:
                 verdict = f"  [yellow]close, but the entry does not mention: {', '.join(missing)}[/yellow]"
             elif hit.similarity >= cfg.ground_min_similarity:
-                verdict = f"  [yellow]below {cfg.verified_threshold:.2f}: grounds the model's answer[/yellow]"
+                verdict = f"  [yellow]below {cfg.verified_threshold:.2f}: not given as written[/yellow]"
         console.print(f"{rank}. {hit.similarity:.3f} [bold]{hit.entry.entry_id}[/bold] ({hit.entry.source}) "
                       f"{_short(hit.entry.question)}{verdict}\n    → {_short(hit.entry.answer)}", highlight=False)
+    if found.by_answer and not (hits and is_verified_match(question, hits[0], cfg.verified_threshold)):
+        best = found.by_answer[0]
+        missing = missing_subjects(question, best.entry.question, vocabulary)
+        if is_similar_match(question, best, cfg.similar_threshold, vocabulary):
+            how = "[green]given as written, framed as the answer to a similar question[/green]"
+        elif best.similarity >= cfg.similar_threshold:
+            how = f"[yellow]not reused: the entry does not name {', '.join(missing)}[/yellow]"
+        else:
+            how = f"[yellow]below {cfg.similar_threshold:.2f}: the model answers (grounded when close enough)[/yellow]"
+        console.print(f"by question and answer: {best.similarity:.3f} [bold]{best.entry.entry_id}[/bold] "
+                      f"{_short(best.entry.question)}  {how}", highlight=False)
     if not hits:
         console.print("the expert memory is empty", highlight=False)
 

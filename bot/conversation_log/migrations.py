@@ -120,11 +120,19 @@ def m004_turn_answer_kind(conn: Connection) -> None:
     conn.execute(text("ALTER TABLE turns ADD COLUMN answer_kind VARCHAR(16) NOT NULL DEFAULT ''"))
 
 
+def m005_turn_followup_context(conn: Connection) -> None:
+    """A follow-up's standalone form and the earlier turn it was read with; DM history by channel."""
+    conn.execute(text("ALTER TABLE turns ADD COLUMN standalone_question TEXT NOT NULL DEFAULT ''"))
+    conn.execute(text("ALTER TABLE turns ADD COLUMN context_turn_id INTEGER"))
+    conn.execute(text("CREATE INDEX ix_turns_slack_channel ON turns (slack_channel)"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_turn_fallback_reason", m002_turn_fallback_reason),
     ("003_turn_delivery", m003_turn_delivery),
     ("004_turn_answer_kind", m004_turn_answer_kind),
+    ("005_turn_followup_context", m005_turn_followup_context),
 ]
 
 

@@ -52,7 +52,7 @@ class Turn(Base):
     latency_ms: Mapped[float] = mapped_column(Float, default=0.0)
     channel: Mapped[str] = mapped_column(String(32))
     user_id: Mapped[str] = mapped_column(String(255), default="")
-    slack_channel: Mapped[str] = mapped_column(String(64), default="")
+    slack_channel: Mapped[str] = mapped_column(String(64), default="", index=True)
     thread_ts: Mapped[str] = mapped_column(String(32), default="")
     message_ts: Mapped[str] = mapped_column(String(32), default="", index=True)
     fallback_reason: Mapped[str] = mapped_column(Text, default="")
@@ -64,8 +64,12 @@ class Turn(Base):
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
     delivery_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     delivery_error: Mapped[str] = mapped_column(Text, default="")
-    # How a domain answer was made: verified | grounded | generated ("" for other routes).
+    # How a domain answer was made: verified | similar | grounded | generated ("" for other routes).
     answer_kind: Mapped[str] = mapped_column(String(16), default="")
+    # A follow-up read with its conversation: the question as routed and answered ("" when the
+    # message stood alone) and the earlier turn it was read with.
+    standalone_question: Mapped[str] = mapped_column(Text, default="")
+    context_turn_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     conversation: Mapped[Conversation] = relationship(back_populates="turns")
 

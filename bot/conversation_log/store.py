@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,18 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
 @dataclass(frozen=True)
+class EarlierTurn:
+    """A turn as a later follow-up in its conversation reads it."""
+
+    turn_id: int
+    question: str  # as the customer typed it
+    standalone_question: str  # as it was routed and answered ("" when it stood alone)
+    answer: str
+    route: str
+    context_turn_id: int | None = None
+
+
+@dataclass(frozen=True)
 class LabeledTurn:
     """A turn with the latest staff label on it: the unit of training data."""
 
@@ -52,6 +64,13 @@ class LabeledTurn:
     correct_route: str
     staff_user_id: str
     labeled_at: datetime
+    standalone_question: str = ""  # a follow-up as it was answered: what training and memory learn
+
+    @property
+    def learn_question(self) -> str:
+        """The question a label teaches: the standalone form of a follow-up ("and how much is it?"
+        means nothing on its own), else the question as typed."""
+        return self.standalone_question.strip() or self.question
 
 
 def make_engine(url: str, echo: bool = False) -> Engine:
@@ -182,6 +201,8 @@ class ConversationStore:
                 message_ts="",
                 fallback_reason=answer.fallback_reason,
                 answer_kind=answer.kind,
+                standalone_question=answer.standalone_question,
+                context_turn_id=answer.context_turn_id,
                 created_at=utcnow(),
             )
             s.add(turn)
@@ -211,6 +232,23 @@ class ConversationStore:
                 .where(Conversation.channel == channel, Conversation.conversation_key == conversation_key)
                 .order_by(Turn.id.desc())
             ).scalars().first()
+
+    def earlier_turns(self, ctx: AskContext, *, within: timedelta, limit: int) -> list[EarlierTurn]:
+        """The newest `limit` turns of the asker's conversation within `within`, newest first.
+
+        A Slack DM (`ctx.history == "slack_channel"`) is one conversation per DM channel and
+        customer, so a top-level message there sees the previous ones."""
+        since = utcnow() - within
+        stmt = select(Turn).where(Turn.created_at >= since).order_by(Turn.id.desc()).limit(limit)
+        if ctx.history == "slack_channel":
+            stmt = stmt.where(Turn.channel == ctx.channel, Turn.slack_channel == ctx.slack_channel,
+                              Turn.user_id == ctx.user)
+        else:
+            stmt = stmt.join(Conversation).where(Conversation.channel == ctx.channel,
+                                                 Conversation.conversation_key == ctx.conversation_key)
+        with self._sessions() as s:
+            return [EarlierTurn(t.id, t.question, t.standalone_question, t.answer, t.route, t.context_turn_id)
+                    for t in s.execute(stmt).scalars()]
 
     def count_turns(self) -> int:
         with self._sessions() as s:
@@ -322,6 +360,7 @@ class ConversationStore:
                     correct_route=lab.correct_route,
                     staff_user_id=lab.staff_user_id,
                     labeled_at=lab.created_at,
+                    standalone_question=t.standalone_question or "",
                 )
                 for t, lab in s.execute(stmt)
             ]

@@ -117,7 +117,8 @@ def render_markdown(report: dict[str, Any], charts: dict[str, str], comparison: 
             "## How the answers were made",
             "",
             "By the route that answered. A domain answer is *verified* (an expert memory entry as "
-            "written), *grounded* (generated with expert entries in the prompt) or *generated* (the "
+            "written), *similar* (an entry's answer to a similar question, as written, framed as such), "
+            "*grounded* (generated with expert entries in the prompt) or *generated* (the "
             "model alone).",
             "",
             *_table(
@@ -130,6 +131,7 @@ def render_markdown(report: dict[str, Any], charts: dict[str, str], comparison: 
             ),
             "",
         ]
+    out += render_conversations(report.get("conversations"))
     out += [
         "## Latency by answering route",
         "",
@@ -147,6 +149,35 @@ def render_markdown(report: dict[str, Any], charts: dict[str, str], comparison: 
     if report["skipped"]:
         out += ["## Skipped lines", "", *[f"- line {p['line']}: {p['message']}" for p in report["skipped"]], ""]
     return "\n".join(out)
+
+
+def render_conversations(conv: dict[str, Any] | None) -> list[str]:
+    """First turns, and follow-ups with and without their conversation, from one run."""
+    if not conv:
+        return []
+    f = conv["follow_ups"]
+    rows = [
+        ("first turns", conv["first_turns"]),
+        ("follow-ups, with the conversation (as served)", f["with_context"]),
+        ("follow-ups, each on its own", f["alone"]),
+        ("… that depend on earlier turns, with the conversation", f["depends_with_context"]),
+        ("… that depend on earlier turns, on their own", f["depends_alone"]),
+        ("… that stand alone (topic changes), with the conversation", f["standalone_with_context"]),
+        ("… that stand alone (topic changes), on their own", f["standalone_alone"]),
+    ]
+    return [
+        "## Conversations",
+        "",
+        f"{conv['conversations']} conversations. Every follow-up was answered in its conversation and again "
+        "on its own, in this run; *read with context*: how many were routed and answered together with the "
+        "earlier questions.",
+        "",
+        *_table(
+            ["turns", "questions", "route accuracy", "token F1", "ROUGE-L", "read with context"],
+            [[name, r["items"], r["route_accuracy"], r["token_f1"], r["rouge_l"], r["context_used"]] for name, r in rows],
+        ),
+        "",
+    ]
 
 
 def render_comparison(comparison: dict[str, Any], charts: dict[str, str]) -> list[str]:

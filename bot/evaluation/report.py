@@ -16,7 +16,7 @@ from typing import Any
 from bot.config import ROUTES
 from bot.errors import BotError
 from bot.evaluation.metrics import DEGENERATE_NGRAM, percentile
-from bot.evaluation.runner import ItemResult, LineProblem
+from bot.evaluation.runner import ALONE, ItemResult, LineProblem
 
 REPORT_FORMAT = "supportbot-eval/1"
 F1_CHANGE_WORTH_LISTING = 0.2
@@ -101,7 +101,10 @@ def summarize(
     degenerate_threshold: float,
     degenerate_ngram: int = DEGENERATE_NGRAM,
 ) -> dict[str, Any]:
-    """The whole report as plain data: what the JSON holds and the Markdown shows."""
+    """The whole report as plain data: what the JSON holds and the Markdown shows. Follow-ups
+    answered again on their own (variant "alone") feed only the conversation section."""
+    alone = [r for r in results if r.variant == ALONE]
+    results = [r for r in results if r.variant != ALONE]
     escalated = [r for r in results if r.route == "escalate"]
     return {
         "format": REPORT_FORMAT,
@@ -131,7 +134,7 @@ def summarize(
                 for route in ROUTES
             },
         },
-        # How each route's answers were made (a domain answer: verified / grounded / generated)
+        # How each route's answers were made (a domain answer: verified / similar / grounded / generated)
         # and how good each kind was: where the quality comes from, not only how much of it.
         "answer_kinds": {
             route: {
@@ -149,7 +152,39 @@ def summarize(
             "all": latency_summary([r.latency_ms for r in results]),
             **{route: latency_summary([r.latency_ms for r in results if r.route == route]) for route in ROUTES},
         },
+        "conversations": conversation_summary(results, alone),
         "results": [asdict(r) | {"route_correct": r.route_correct} for r in results],
+        "alone_results": [asdict(r) | {"route_correct": r.route_correct} for r in alone],
+    }
+
+
+def conversation_summary(results: list[ItemResult], alone: list[ItemResult]) -> dict[str, Any] | None:
+    """First turns, and follow-ups with their conversation vs on their own, in one run; split by
+    whether the test set says a follow-up depends on the earlier turns (a topic change does not)."""
+    if not any(r.conversation for r in results):
+        return None
+
+    def row(rows: list[ItemResult]) -> dict[str, Any]:
+        scored = [r.token_f1 for r in rows if r.token_f1 is not None]
+        rouge = [r.rouge_l for r in rows if r.rouge_l is not None]
+        return {"items": len(rows), "route_accuracy": _rate(sum(r.route_correct for r in rows), len(rows)),
+                "token_f1": _mean(scored), "rouge_l": _mean(rouge),
+                "context_used": sum(bool(r.standalone_question) for r in rows)}
+
+    in_conv = [r for r in results if r.conversation]
+    firsts = [r for r in in_conv if r.turn == 0]
+    followups = [r for r in in_conv if r.turn > 0]
+    return {
+        "conversations": len({r.conversation for r in in_conv}),
+        "first_turns": row(firsts),
+        "follow_ups": {
+            "with_context": row(followups),
+            "alone": row(alone),
+            "depends_with_context": row([r for r in followups if r.depends]),
+            "depends_alone": row([r for r in alone if r.depends]),
+            "standalone_with_context": row([r for r in followups if r.depends is False]),
+            "standalone_alone": row([r for r in alone if r.depends is False]),
+        },
     }
 
 

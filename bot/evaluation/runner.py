@@ -6,6 +6,7 @@ set should cost that line, not the whole run.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -33,6 +34,10 @@ log = logging.getLogger(__name__)
 
 EVAL_CHANNEL = "eval"
 KNOWN_FIELDS = ("id", "question", "expected_route", "reference", "expected_source", "key_fact", "notes")
+# A conversation line: {"id": ..., "turns": [{question, expected_route, ..., "depends": bool}, ...]}
+CONVERSATION_FIELDS = ("id", "turns", "notes")
+TURN_FIELDS = (*[f for f in KNOWN_FIELDS if f != "id"], "depends")
+ALONE = "alone"  # ItemResult.variant of a follow-up answered again without its conversation
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -50,6 +55,9 @@ class EvalItem:
     reference: str = ""
     expected_sources: tuple[str, ...] = ()
     key_facts: tuple[str, ...] = ()  # the answer's first sentence should state one of these
+    conversation: str = ""  # the conversation a turn belongs to ("" for a single question)
+    turn: int = 0  # 0 for the first (or only) question, 1.. for follow-ups
+    depends: bool | None = None  # a follow-up that cannot be understood alone (test set's word)
 
 
 @dataclass(frozen=True)
@@ -83,21 +91,57 @@ class ItemResult:
     model_version: str = ""
     router_version: str = ""
     turn_id: int | None = None
-    kind: str = ""  # how a domain answer was made: verified | grounded | generated
+    kind: str = ""  # how a domain answer was made: verified | similar | grounded | generated
+    conversation: str = ""
+    turn: int = 0
+    depends: bool | None = None
+    standalone_question: str = ""  # the follow-up as routed and answered, when context was used
+    variant: str = ""  # "" as asked in its conversation; "alone": the same follow-up without it
 
     @property
     def route_correct(self) -> bool:
         return self.route == self.expected_route
 
 
-def parse_item(raw: str, line: int) -> EvalItem:
-    """One JSONL line → a test item; ValueError says what is wrong in words a person can fix."""
+def parse_line(raw: str, line: int) -> list[EvalItem]:
+    """One JSONL line → its test items (one question, or the turns of a conversation)."""
     try:
         data = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not valid JSON ({exc.msg} at column {exc.colno})") from None
     if not isinstance(data, dict):
         raise ValueError(f"expected a JSON object, got {type(data).__name__}")
+    if "turns" not in data:
+        return [parse_item(data, line)]
+    unknown = sorted(set(data) - set(CONVERSATION_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field(s) {unknown} in a conversation; use {list(CONVERSATION_FIELDS)}")
+    turns = data["turns"]
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, dict) for t in turns):
+        raise ValueError("'turns' must be a non-empty list of questions (objects)")
+    conversation = data.get("id", f"line-{line}")
+    if not isinstance(conversation, str | int) or isinstance(conversation, bool):
+        raise ValueError("'id' must be a string or a number")
+    items = []
+    for number, turn in enumerate(turns):
+        unknown = sorted(set(turn) - set(TURN_FIELDS))
+        if unknown:
+            raise ValueError(f"turn {number + 1}: unknown field(s) {unknown}; use {list(TURN_FIELDS)}")
+        depends = turn.get("depends")
+        if depends is not None and not isinstance(depends, bool):
+            raise ValueError(f"turn {number + 1}: 'depends' must be true or false")
+        try:
+            item = parse_item({k: v for k, v in turn.items() if k != "depends"} | {"id": f"{conversation}#{number + 1}"},
+                              line)
+        except ValueError as exc:
+            raise ValueError(f"turn {number + 1}: {exc}") from None
+        items.append(dataclasses.replace(item, conversation=str(conversation), turn=number,
+                                         depends=depends if number else False))
+    return items
+
+
+def parse_item(data: dict[str, Any], line: int) -> EvalItem:
+    """One question's fields → a test item; ValueError says what is wrong in words a person can fix."""
     unknown = sorted(set(data) - set(KNOWN_FIELDS))
     if unknown:
         raise ValueError(f"unknown field(s) {unknown}; use {list(KNOWN_FIELDS)}")
@@ -151,15 +195,17 @@ def load_testset(path: Path) -> tuple[list[EvalItem], list[LineProblem]]:
         if not raw.strip() or raw.lstrip().startswith("#"):
             continue
         try:
-            item = parse_item(raw, number)
-            if item.id in seen_ids:
-                raise ValueError(f"id {item.id!r} is already used on line {seen_ids[item.id]}")
+            parsed = parse_line(raw, number)
+            for item in parsed:
+                if item.id in seen_ids:
+                    raise ValueError(f"id {item.id!r} is already used on line {seen_ids[item.id]}")
         except ValueError as exc:
             problems.append(LineProblem(number, str(exc)))
             log.debug("%s:%d: skipped: %s", path, number, exc)  # callers show problems to people
             continue
-        seen_ids[item.id] = number
-        items.append(item)
+        for item in parsed:
+            seen_ids[item.id] = number
+            items.append(item)
     if not items:
         detail = f" ({len(problems)} malformed line(s), first: line {problems[0].line}: {problems[0].message})" if problems else ""
         raise InvalidTestSet(f"{path}: no usable test items{detail}")
@@ -178,11 +224,13 @@ def source_matches(cited_path: str, expected: str) -> bool:
 
 
 def evaluate_item(
-    pipeline: Pipeline, item: EvalItem, run_id: str, degenerate_threshold: float, degenerate_ngram: int
+    pipeline: Pipeline, item: EvalItem, run_id: str, degenerate_threshold: float, degenerate_ngram: int,
+    alone: bool = False,
 ) -> ItemResult:
-    ctx = AskContext(
-        channel=EVAL_CHANNEL, user="eval", conversation_key=f"eval:{run_id}:{item.id}", event_id=item.id
-    )
+    """One question through the pipeline; the turns of a conversation share its key, so a follow-up
+    is read with them (`alone`: the same follow-up in a conversation of its own)."""
+    key = f"eval:{run_id}:{item.id}:alone" if alone else f"eval:{run_id}:{item.conversation or item.id}"
+    ctx = AskContext(channel=EVAL_CHANNEL, user="eval", conversation_key=key, event_id=item.id)
     started = time.perf_counter()
     answer = pipeline.answer(item.question, ctx)
     latency_ms = (time.perf_counter() - started) * 1000
@@ -209,6 +257,11 @@ def evaluate_item(
         router_version=answer.router_version,
         turn_id=answer.turn_id,
         kind=answer.kind,
+        conversation=item.conversation,
+        turn=item.turn,
+        depends=item.depends,
+        standalone_question=answer.standalone_question,
+        variant=ALONE if alone else "",
     )
     if item.reference:
         # A looping answer can share many words with the reference; it still failed the customer.
@@ -231,14 +284,26 @@ def run_evaluation(
     degenerate_threshold: float = DEGENERATE_THRESHOLD,
     degenerate_ngram: int = DEGENERATE_NGRAM,
 ) -> list[ItemResult]:
-    """Answer every item in order; `on_progress(done, total)` after each so a CLI can draw a bar."""
+    """Answer every item in order, then every follow-up again on its own (variant "alone", so the
+    report can show what the conversation added); `on_progress(done, total)` after each answer."""
     run_id = uuid.uuid4().hex[:12]
     results: list[ItemResult] = []
+    follow_ups = [item for item in items if item.turn > 0]
+    total = evaluation_size(items)
     for done, item in enumerate(items, start=1):
         results.append(evaluate_item(pipeline, item, run_id, degenerate_threshold, degenerate_ngram))
         if on_progress is not None:
-            on_progress(done, len(items))
+            on_progress(done, total)
+    for done, item in enumerate(follow_ups, start=len(items) + 1):
+        results.append(evaluate_item(pipeline, item, run_id, degenerate_threshold, degenerate_ngram, alone=True))
+        if on_progress is not None:
+            on_progress(done, total)
     return results
+
+
+def evaluation_size(items: list[EvalItem]) -> int:
+    """Answers a run gives: every item, and every follow-up once more on its own."""
+    return len(items) + sum(item.turn > 0 for item in items)
 
 
 def results_from_json(rows: list[dict[str, Any]]) -> list[ItemResult]:

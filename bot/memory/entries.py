@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import Settings
+from bot.memory.framing import without_similar_frame
 
 if TYPE_CHECKING:
     from bot.conversation_log import ConversationStore, LabeledTurn
@@ -94,12 +95,13 @@ def entry_from_label(turn: LabeledTurn, *, reuse_policy: bool) -> ExpertEntry | 
             return None  # "wrong" without the right answer: nothing to say instead
         answer, source = turn.corrected_answer.strip(), SOURCE_CORRECTION
     elif turn.verdict == "correct":
-        answer, source = turn.answer.strip(), SOURCE_CONFIRMED
+        answer, source = without_similar_frame(turn.answer).strip(), SOURCE_CONFIRMED
     else:
         return None
-    if not answer or not turn.question.strip():
+    question = turn.learn_question.strip()
+    if not answer or not question:
         return None
-    return ExpertEntry(f"turn:{turn.turn_id}", turn.question.strip(), answer, source, route, turn.turn_id,
+    return ExpertEntry(f"turn:{turn.turn_id}", question, answer, source, route, turn.turn_id,
                        turn.staff_user_id)
 
 

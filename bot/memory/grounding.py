@@ -32,3 +32,4 @@ def grounded_messages(
         )
         system = f"{system_prompt}\n\n{GROUNDING_HEADER}\n{notes}"
     return [{"role": "system", "content": system}, {"role": "user", "content": question}]
+

@@ -6,6 +6,10 @@ restart. Each process polls a cheap watermark of the labels table (newest id, co
 seed file's stamp every `memory.poll_s`; when it moves, the entries are recomputed from the
 log and only the changed ones are embedded and written. With the Chroma server
 (`knowledge.chroma_url`) replicas share one collection, and their writes are idempotent.
+
+Two vectors per entry, in two collections: the question alone (verified answers and grounding
+compare questions) and the question with its answer (similar answers: a customer who
+describes a symptom matches the answer that names it).
 """
 
 from __future__ import annotations
@@ -23,19 +27,33 @@ from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.indexing.chroma_store import ChromaCollection, open_client
 from bot.memory.entries import SOURCE_PRIORITY, ExpertEntry, desired_entries
-from bot.memory.matching import canonical_question
+from bot.memory.matching import canonical_question, named_subjects
 
 log = logging.getLogger(__name__)
 
 EmbedTexts = Callable[[Sequence[str]], np.ndarray]
 EmbedQuery = Callable[[str], np.ndarray]
 FORMAT = "expert-memory-2"  # 2: questions embedded in canonical form
+ANSWERS_FORMAT = "expert-answers-1"
 
 
 @dataclass(frozen=True)
 class MemoryHit:
     entry: ExpertEntry
-    similarity: float  # cosine between the question and the entry's question
+    similarity: float  # cosine between the question and the entry's question (or question + answer)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One question's neighbours, by the entries' questions and by their questions with answers."""
+
+    by_question: list[MemoryHit]
+    by_answer: list[MemoryHit]
+
+
+def answer_document(entry: ExpertEntry) -> str:
+    """What the second vector embeds: the question (canonical, as the first) and the answer."""
+    return f"{canonical_question(entry.question)} {' '.join(entry.answer.split())}"
 
 
 @dataclass(frozen=True)
@@ -71,8 +89,14 @@ class ExpertMemory:
         self.embed_query = embed_query
         self.fingerprint = f"{FORMAT}:{fingerprint}"
         self.name = f"{settings.knowledge.collection}_expert_memory"
+        self.answers_name = f"{settings.knowledge.collection}_expert_answers"
+        self._answers_fingerprint = f"{ANSWERS_FORMAT}:{fingerprint}"
         self._collection: ChromaCollection | None = None
+        self._answers: ChromaCollection | None = None
         self._hashes: dict[str, str] = {}  # entry id -> content hash, as written to the collection
+        self._answer_hashes: dict[str, str] = {}  # the same for the question + answer collection
+        self.vocabulary: frozenset[str] = frozenset()  # names the entries' questions use
+        self._entry_names: dict[str, tuple[str, frozenset[str]]] = {}  # entry id -> (question, its names)
         self._watermark: tuple[Any, ...] | None = None
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
@@ -88,8 +112,17 @@ class ExpertMemory:
             self._hashes = {
                 record.chunk_id: str(record.meta.get("content_hash", "")) for record in self._collection.load_all()
             }
+            self._answers = ChromaCollection(client, self.answers_name, self._answers_fingerprint)
+            self._answer_hashes = {
+                record.chunk_id: str(record.meta.get("content_hash", "")) for record in self._answers.load_all()
+            }
             log.info("expert memory: Chroma collection %r at %s, %d entries", self.name, where, len(self._hashes))
         return self._collection
+
+    def _answer_collection(self) -> ChromaCollection:
+        self._open()
+        assert self._answers is not None
+        return self._answers
 
     def _current_watermark(self) -> tuple[Any, ...]:
         seed = self.settings.training.seed_dataset
@@ -115,6 +148,7 @@ class ExpertMemory:
     def _sync(self) -> SyncReport:
         started = time.perf_counter()
         collection = self._open()
+        answers = self._answer_collection()
         wanted = desired_entries(self.settings, self.store)
         stale = [e for e in wanted.values() if self._hashes.get(e.entry_id) != e.content_hash]
         gone = [entry_id for entry_id in self._hashes if entry_id not in wanted]
@@ -124,6 +158,19 @@ class ExpertMemory:
                            [e.metadata() for e in stale])
         if gone:
             collection.delete(gone)
+        stale_answers = [e for e in wanted.values() if self._answer_hashes.get(e.entry_id) != e.content_hash]
+        gone_answers = [entry_id for entry_id in self._answer_hashes if entry_id not in wanted]
+        if stale_answers:
+            vectors = np.asarray(self.embed_texts([answer_document(e) for e in stale_answers]), dtype=np.float32)
+            answers.add([e.entry_id for e in stale_answers], vectors, [e.question for e in stale_answers],
+                        [e.metadata() for e in stale_answers])
+        if gone_answers:
+            answers.delete(gone_answers)
+        for entry in stale_answers:
+            self._answer_hashes[entry.entry_id] = entry.content_hash
+        for entry_id in gone_answers:
+            self._answer_hashes.pop(entry_id, None)
+        self._update_vocabulary(wanted)
         added = sum(e.entry_id not in self._hashes for e in stale)
         for entry in stale:
             self._hashes[entry.entry_id] = entry.content_hash
@@ -135,6 +182,21 @@ class ExpertMemory:
             log.info("expert memory synced: %d added, %d updated, %d removed, %d entries (%.2fs)",
                      report.added, report.updated, report.removed, report.total, report.seconds)
         return report
+
+    def _update_vocabulary(self, wanted: dict[str, ExpertEntry]) -> None:
+        """Names per entry, recomputed only for entries that are new or changed (a poll after one
+        label must not re-read ten thousand questions)."""
+        changed = False
+        for entry_id in [i for i in self._entry_names if i not in wanted]:
+            del self._entry_names[entry_id]
+            changed = True
+        for entry_id, entry in wanted.items():
+            known = self._entry_names.get(entry_id)
+            if known is None or known[0] != entry.question:
+                self._entry_names[entry_id] = (entry.question, frozenset(named_subjects(entry.question)))
+                changed = True
+        if changed:
+            self.vocabulary = frozenset().union(*(names for _, names in self._entry_names.values()))
 
     def start_watching(self) -> None:
         """Poll for label changes in the background (every replica does, so all stay in step)."""
@@ -161,12 +223,24 @@ class ExpertMemory:
         return len(self._hashes)
 
     def search(self, question: str, k: int = 3) -> list[MemoryHit]:
-        """The k nearest entries, best first. Of entries asking the same question, the staff's
-        (correction, then confirmed) beats the seed file's."""
-        if k <= 0 or not self._hashes:
-            return []
+        """The k nearest entries by question, best first. Of entries asking the same question, the
+        staff's (correction, then confirmed) beats the seed file's."""
+        return self.lookup(question, k, k_answers=0).by_question
+
+    def lookup(self, question: str, k: int = 3, k_answers: int = 1) -> Lookup:
+        """Nearest entries by question (k) and by question with answer (k_answers), one embedding."""
+        if not self._hashes or (k <= 0 and k_answers <= 0):
+            return Lookup([], [])
         vector = self.embed_query(canonical_question(question))
-        raw = self._open().query(vector, min(len(self._hashes), k * 3))
+        by_question = self._nearest(self._open(), vector, k, len(self._hashes))
+        by_answer = self._nearest(self._answer_collection(), vector, k_answers, len(self._answer_hashes))
+        return Lookup(by_question, by_answer)
+
+    @staticmethod
+    def _nearest(collection: ChromaCollection, vector: np.ndarray, k: int, size: int) -> list[MemoryHit]:
+        if k <= 0 or size <= 0:
+            return []
+        raw = collection.query(vector, min(size, k * 3))
         best: dict[str, MemoryHit] = {}
         for record, similarity in raw:
             entry = ExpertEntry.from_stored(record.chunk_id, record.text, record.meta)

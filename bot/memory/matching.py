@@ -8,6 +8,16 @@ BANKING77), and the new question names nothing the entry's question does not: ev
 word of the question (not a stop word; numbers and short codes count) appears in the entry's question,
 up to a plural or a shared stem. A paraphrase with a new word goes to grounded generation
 instead, with the entry in the prompt, which costs little when the entry was right.
+
+Between the two sits the *similar* answer: customers describe a problem ("white fluffy bugs
+between the leaves") where the entry names it ("mealybugs"), so question-to-question cosine
+misses paraphrases that an expert would match at a glance. Embedding each entry's question
+together with its answer finds them (docs/benchmarks/similar_answers.md); the answer is then
+given as written but framed as the team's answer to the entry's question, so a customer can
+see what was answered. Its gate is a cosine threshold plus a subject check: a plant, product or
+code the question names (a capitalised name, a number, or a name the memory's own questions
+use) must be named by the entry's question too, so "root rot in a Haworthia" never gets the
+orchid's answer.
 """
 
 from __future__ import annotations
@@ -76,6 +86,44 @@ def uncovered_words(question: str, entry_question: str) -> list[str]:
     """Content words of `question` that `entry_question` does not contain (what it would ignore)."""
     theirs = content_words(entry_question)
     return sorted(w for w in content_words(question) if not _covered(w, theirs))
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9][\w'-]*")
+
+
+def named_subjects(text: str) -> set[str]:
+    """Words `text` uses as names, lower-cased: a word with a digit, or a capitalised word that
+    does not start a sentence (customers capitalise plant names and products, not problems).
+    Two-letter capitals ("OK") are not names."""
+    text = text.replace("\u2019", "'")
+    names = set()
+    for match in _TOKEN.finditer(text):
+        token = match.group()
+        word = token.lower().split("'", 1)[0]
+        if not word or word in STOP_WORDS:
+            continue
+        before = text[: match.start()].rstrip()
+        sentence_start = not before or before[-1] in ".!?:"
+        if any(c.isdigit() for c in word) or (token[0].isupper() and len(word) > 2 and not sentence_start):
+            names.add(word)
+    return names
+
+
+def _names_covered(word: str, others: set[str]) -> bool:
+    # "phal" is a Phalaenopsis: a typed prefix of four letters or more names the same plant.
+    return _covered(word, others) or (len(word) >= 4 and any(o.startswith(word) for o in others))
+
+
+def missing_subjects(question: str, entry_question: str, vocabulary: frozenset[str] = frozenset()) -> list[str]:
+    """Names in `question` (its own, or the memory's names in any case) that `entry_question` lacks."""
+    names = named_subjects(question) | (content_words(question) & vocabulary)
+    theirs = content_words(entry_question)
+    return sorted(word for word in names if not _names_covered(word, theirs))
+
+
+def is_similar_match(question: str, hit: MemoryHit, threshold: float, vocabulary: frozenset[str]) -> bool:
+    """Whether the hit's answer may be given, framed as the answer to a similar question."""
+    return hit.similarity >= threshold and not missing_subjects(question, hit.entry.question, vocabulary)
 
 
 def is_verified_match(question: str, hit: MemoryHit, threshold: float) -> bool:

@@ -46,6 +46,25 @@ def latest_user_text(tracker: Tracker) -> str:
     return text if isinstance(text, str) else ""
 
 
+def earlier_user_texts(tracker: Tracker, window_s: float, limit: int) -> tuple[str, ...]:
+    """The sender's user messages before the latest one, oldest first: Rasa's tracker is the
+    conversation (it holds messages Rasa answered itself too). Only those within `window_s` of
+    the latest message count, and at most `limit`; the text of a malformed event is skipped."""
+    events = tracker.events if isinstance(getattr(tracker, "events", None), list) else []
+    users = [e for e in events if isinstance(e, dict) and e.get("event") == "user"
+             and isinstance(e.get("text"), str) and e["text"].strip()]
+    if len(users) < 2:
+        return ()
+    latest = users[-1].get("timestamp")
+    earlier = []
+    for event in users[:-1]:
+        stamp = event.get("timestamp")
+        if isinstance(latest, int | float) and isinstance(stamp, int | float) and latest - stamp > window_s:
+            continue
+        earlier.append(event["text"].strip())
+    return tuple(earlier[-limit:])
+
+
 def latest_intent_name(tracker: Tracker) -> str:
     intent = tracker.latest_message.get("intent") if isinstance(tracker.latest_message, dict) else None
     name = intent.get("name") if isinstance(intent, dict) else None
@@ -105,6 +124,10 @@ class SupportAnswerAction(Action):
             user=sender_id,
             conversation_key=sender_id,
             event_id=str(tracker.latest_message.get("message_id") or ""),
+            history="none",  # the tracker, not the log, is a Rasa conversation
+            earlier_questions=earlier_user_texts(
+                tracker, self.settings.conversation.window_minutes * 60, self.settings.conversation.max_turns
+            ),
         )
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.settings.rasa.answer_threads)

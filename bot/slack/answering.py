@@ -60,6 +60,7 @@ class Question:
     thread_ts: str  # the thread the answer goes into (the message itself when it starts one)
     message_ts: str
     event_id: str
+    history: str = "conversation"  # see AskContext.history
 
     @property
     def conversation_key(self) -> str:
@@ -239,6 +240,7 @@ class AnswerService:
             slack_channel=question.channel,
             thread_ts=question.thread_ts,
             event_id=question.event_id,
+            history=question.history,
         )
         preview = (
             StreamingPreview(self.client, question.channel, placeholder_ts, self.stream_interval_s, self.preview_executor)

@@ -8,6 +8,7 @@ grounded one (the entries in the prompt) from a bare one.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -123,6 +124,53 @@ def test_a_near_miss_question_is_not_answered_by_reuse(
     assert "What are the symptoms of" in system, "the near entries still ground the model's answer"
 
 
+MEALYBUGS = ("How do I get rid of mealybugs on my succulents?",
+             "Mealybugs are small white insects that hide in cottony tufts where the leaves meet the stem. "
+             "Dab each one with a cotton swab dipped in rubbing alcohol and repeat weekly until none come back.")
+PROPAGATE = ("How do I propagate Echeveria from leaves?",
+             "Twist a healthy leaf off whole, let it dry for a few days, then lay it on dry gritty soil; "
+             "roots and a rosette appear in a few weeks.")
+
+
+def test_a_customer_describing_what_an_entry_answers_gets_that_answer_framed_as_a_similar_question(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore, tmp_path: Any
+) -> None:
+    from tests.memory.conftest import write_seed
+
+    settings = memory_settings(**{"training.seed_dataset": str(write_seed(tmp_path / "s.jsonl", [MEALYBUGS, PROPAGATE]))})
+    domain, backend = answerer(settings, make_memory(settings, store))
+    question = "There are little white cottony bugs on my succulent. How do I kill them?"
+    draft = domain.answer(question, AskContext())
+    assert draft.kind == "similar" and backend.model.prompts == [], "given as written, nothing generated"
+    assert draft.text.startswith(f"Our team answered a similar question, \u201c{MEALYBUGS[0]}\u201d:")
+    assert draft.text.endswith(MEALYBUGS[1])
+    assert settings.memory.similar_threshold <= draft.confidence < 1.0
+
+    off = memory_settings(**{"training.seed_dataset": settings.training.seed_dataset,
+                             "memory.similar_threshold": 1.01})
+    off_domain, off_backend = answerer(off, make_memory(off, store))
+    assert off_domain.answer(question, AskContext()).kind == "grounded" and len(off_backend.model.prompts) == 1
+
+
+@pytest.mark.parametrize("question", [
+    "How do I get rid of mealybugs on my Monstera?",  # a plant the memory does not know, capitalised
+    "how do i propagate a haworthia from leaves?",  # a plant the memory knows, typed in lower case
+])
+def test_a_similar_answer_is_never_given_for_a_plant_the_entry_does_not_name(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore, tmp_path: Any,
+    question: str,
+) -> None:
+    from tests.memory.conftest import write_seed
+
+    haworthia = ("Why is my Haworthia turning red?", "Too much sun: move it to bright shade.")
+    seed = write_seed(tmp_path / "s.jsonl", [MEALYBUGS, PROPAGATE, haworthia])
+    settings = memory_settings(**{"training.seed_dataset": str(seed), "memory.similar_threshold": 0.3})
+    domain, backend = answerer(settings, make_memory(settings, store))
+    draft = domain.answer(question, AskContext())
+    assert draft.kind == "grounded" and len(backend.model.prompts) == 1
+    assert "similar question" not in draft.text
+
+
 def test_an_ungrounded_answer_reports_low_confidence_or_falls_back(
     memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
 ) -> None:
@@ -192,3 +240,19 @@ def test_a_generated_answer_loses_the_sentence_with_an_invented_link_but_keeps_t
     assert streamed and not any("petcoplantsolutions" in text for text in streamed), "not even while streaming"
     assert "petcoplantsolutions" not in draft.text and "1098" not in draft.text
     assert draft.text.startswith("Cut the black pitchers off") and "rareroots.example/care/nepenthes" in draft.text
+
+
+def test_a_similar_answer_staff_confirm_becomes_the_customers_question_answer_without_the_frame(
+    memory_settings: Callable[..., Settings], store: ConversationStore
+) -> None:
+    from bot.memory.framing import similar_answer_text
+    from training.dataset import labeled_examples
+
+    shown = similar_answer_text(MEALYBUGS[0], MEALYBUGS[1])
+    turn = log_answer(store, "White cottony bugs on my Echeveria, what now?", text=shown)
+    store.add_staff_label(turn, "USTAFF", "correct")
+    settings = memory_settings()
+    entry = desired_entries(settings, store)[f"turn:{turn}"]
+    assert entry.answer == MEALYBUGS[1]
+    examples, _ = labeled_examples(settings, store, Counter())
+    assert [e.answer for e in examples] == [MEALYBUGS[1]], "the model is never taught to say 'a similar question'"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,3 +94,31 @@ def test_router_built_for_another_embedder_is_not_used(
         router = TopicRouter(router_settings, embedder=OtherEmbedder())
     assert router.version.startswith("zero-shot:")
     assert any("768" in r.getMessage() and "unusable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_fresh_install_trains_its_router_before_the_first_answer_and_only_then(
+    router_settings: Settings, cached_embedder: Any, store: ConversationStore,
+) -> None:
+    from bot.factory import train_first_router
+
+    assert train_first_router(router_settings, cached_embedder, store, knowledge=None) == "v0001"
+    router = TopicRouter(router_settings, embedder=cached_embedder)
+    assert router.decide("Do you ship to Canada?").router_version == "v0001"
+    assert train_first_router(router_settings, cached_embedder, store, knowledge=None) is None, \
+        "a promoted router is never replaced at start"
+
+
+def test_a_router_that_cannot_be_trained_at_start_leaves_zero_shot_routing_and_says_why(
+    settings_factory: Any, cached_embedder: Any, store: ConversationStore, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from bot.factory import train_first_router
+
+    seed = tmp_path / "one_topic.yaml"
+    seed.write_text("version: 1\ntopics:\n  - name: watering\n    route: domain\n    examples:\n"
+                    "      - How often should I water a Lithops?\n      - Does my orchid need water?\n", encoding="utf-8")
+    settings = settings_factory(**{"router.seed_file": str(seed)})
+    with caplog.at_level("WARNING"):
+        assert train_first_router(settings, cached_embedder, store, knowledge=None) is None
+    assert "router training at start failed" in caplog.text and "at least two topics" in caplog.text
+    assert router_registry(settings).current_version() is None

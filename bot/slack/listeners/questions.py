@@ -41,6 +41,9 @@ def question_from_event(event: dict[str, Any], event_id: str, bot_user_id: str |
         thread_ts=str(event.get("thread_ts") or ts),
         message_ts=ts,
         event_id=event_id,
+        # A top-level DM continues the customer's DM conversation (within the window); a thread
+        # anywhere, and a mention in a channel, is its own conversation.
+        history="slack_channel" if event.get("channel_type") == "im" and not event.get("thread_ts") else "conversation",
     )
 
 
