@@ -47,6 +47,7 @@ def routed(router: Any, settings: Any, question: str) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--quick", action="store_true", help="accepted for bench.run_all; this one is quick already")
     args = parser.parse_args()
     started = time.perf_counter()
     from bot.atomic import atomic_write_text

@@ -94,7 +94,12 @@ def _print_answer(answer: Any) -> None:
     meta = f"route={answer.route} confidence={answer.confidence:.2f} latency={answer.latency_ms:.0f}ms"
     if answer.fallback_reason:
         meta += f" fallback: {answer.fallback_reason}"
+    if answer.kind:
+        meta += f" kind={answer.kind}"
     console.print(f"[dim]{meta}[/dim]", highlight=False)
+    if answer.standalone_question:
+        console.print(f"  read with the conversation as: {answer.standalone_question}", style="dim",
+                      markup=False, highlight=False)
     for src in answer.sources:
         where = src.url or src.path
         heading = f" > {src.heading}" if src.heading else ""

@@ -292,10 +292,12 @@ class AnswerService:
         assert answer.turn_id is not None
         question_text = clean_question(question_text)
         too_long = answer.reason == TOO_LONG_REASON  # no model may see it, not even for a staff draft
+        asked = answer.standalone_question or question_text  # a follow-up as it was read
         self.notifier.escalate(
             turn_id=answer.turn_id,
             question=question_text[:STAFF_QUESTION_CHARS] + ("…" if len(question_text) > STAFF_QUESTION_CHARS else ""),
-            would_have_said="" if too_long else bot_draft_for_staff(self.pipeline, question_text, ctx),
+            would_have_said="" if too_long else bot_draft_for_staff(self.pipeline, asked, ctx),
+            read_as=answer.standalone_question[:STAFF_QUESTION_CHARS],
             asker=ctx.user,
             channel=ctx.slack_channel,
             message_ts=posted_ts,

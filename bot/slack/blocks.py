@@ -178,13 +178,17 @@ def escalation_blocks(
     asker: str,
     reason: str,
     permalink: str,
+    read_as: str = "",
 ) -> list[Block]:
-    """The staff channel's notice: who asked what, where, and the bot's best guess."""
+    """The staff channel's notice: who asked what, where, and the bot's best guess. A follow-up
+    shows how it was read with the conversation too, since "and how much is it?" alone says little."""
     blocks: list[Block] = [
         _section(f":raising_hand: *<@{asker}> needs a person.*"),
         _section(f"*Question*\n>{escape_mrkdwn(question[:1500]).replace(chr(10), chr(10) + '>')}"),
         _section(f"*What the bot would have said*\n{escape_mrkdwn(would_have_said[:2500]) or '_(nothing)_'}"),
     ]
+    if read_as:
+        blocks.insert(2, _context(f"Read with the conversation as: {escape_mrkdwn(read_as[:1500])}"))
     if reason:
         blocks.append(_context(f"Why: {escape_mrkdwn(reason[:500])}"))
     if permalink:
@@ -211,7 +215,8 @@ def _option(text: str, value: str) -> Block:
     return {"text": {"type": "plain_text", "text": text}, "value": value}
 
 
-def flag_modal(*, turn_id: int, question: str, answer: str, route: str, channel: str, message_ts: str) -> Block:
+def flag_modal(*, turn_id: int, question: str, answer: str, route: str, channel: str, message_ts: str,
+               read_as: str = "") -> Block:
     """Verdict, corrected answer, correct route and a note; the turn travels in private_metadata."""
     metadata = json.dumps({"turn_id": turn_id, "channel": channel, "message_ts": message_ts})
     route_options = [_option(f"{r} ({ROUTE_LABELS[r]})", r) for r in ROUTES]
@@ -226,7 +231,9 @@ def flag_modal(*, turn_id: int, question: str, answer: str, route: str, channel:
         "submit": {"type": "plain_text", "text": "Save label"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            _section(f"*Question*\n{escape_mrkdwn(question[:1200])}"),
+            _section(f"*Question*\n{escape_mrkdwn(question[:1200])}"
+                     + (f"\n_Read with the conversation as (and learnt as):_ {escape_mrkdwn(read_as[:1200])}"
+                        if read_as else "")),
             _section(f"*Bot answer* (route: {escape_mrkdwn(route)})\n{escape_mrkdwn(answer[:1500])}"),
             {
                 "type": "input",

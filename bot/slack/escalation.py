@@ -71,6 +71,7 @@ class StaffNotifier:
         channel: str,
         message_ts: str,
         reason: str,
+        read_as: str = "",
     ) -> EscalationOutcome:
         """Post the notice once per turn, whichever replica or click gets here first."""
         if not self.store.claim_event(escalation_key(turn_id)):
@@ -99,6 +100,7 @@ class StaffNotifier:
                     asker=asker,
                     reason=reason,
                     permalink=permalink,
+                    read_as=read_as,
                 ),
                 unfurl_links=False,
             )

@@ -256,3 +256,23 @@ def test_a_similar_answer_staff_confirm_becomes_the_customers_question_answer_wi
     assert entry.answer == MEALYBUGS[1]
     examples, _ = labeled_examples(settings, store, Counter())
     assert [e.answer for e in examples] == [MEALYBUGS[1]], "the model is never taught to say 'a similar question'"
+
+
+def test_a_corrected_follow_up_is_remembered_and_learnt_in_its_standalone_form(
+    memory_settings: Callable[..., Settings], store: ConversationStore
+) -> None:
+    from training.dataset import labeled_examples
+    from training.router_training import staff_examples
+
+    standalone = "My Venus flytrap traps are turning black. is that normal in winter?"
+    turn = store.log_turn("is that normal in winter?",
+                          Answer(text="Winter is cold.", route="domain", confidence=0.7, reason="test",
+                                 standalone_question=standalone, context_turn_id=None),
+                          AskContext(channel="slack", user="UCUST", conversation_key="C:1"))
+    store.add_staff_label(turn, "USTAFF", "incorrect", corrected_answer=CORRECTED, correct_route="domain")
+    settings = memory_settings()
+    assert desired_entries(settings, store)[f"turn:{turn}"].question == standalone
+    examples, _ = labeled_examples(settings, store, Counter())
+    assert [e.question for e in examples] == [standalone], "'is that normal in winter?' alone teaches nothing"
+    assert [e.text for e in staff_examples(store, 2.0)] == [standalone]
+    assert store.get_turn(turn).question == "is that normal in winter?", "the log keeps what was typed"

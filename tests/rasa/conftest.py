@@ -133,8 +133,10 @@ def webhook_payload(
     intent: str = "ask_support",
     *,
     slots: dict[str, Any] | None = None,
+    earlier: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The body Rasa's RemoteAction posts to the action endpoint (tracker at verbosity ALL)."""
+    """The body Rasa's RemoteAction posts to the action endpoint (tracker at verbosity ALL);
+    `earlier`: the sender's user messages before this one, oldest first."""
     now = time.time()
     message_id = uuid.uuid4().hex
     parse_data = {
@@ -151,6 +153,10 @@ def webhook_payload(
         {"event": "session_started", "timestamp": now - 3},
         {"event": "action", "timestamp": now - 3, "name": "action_listen", "policy": None,
          "confidence": None, "action_text": None, "hide_rule_turn": False},
+        *[event for i, said in enumerate(earlier or [])
+          for event in ({"event": "user", "timestamp": now - 2 + i * 0.01, "text": said, "parse_data": {},
+                         "input_channel": "rest", "message_id": uuid.uuid4().hex, "metadata": {}},
+                        {"event": "bot", "timestamp": now - 2 + i * 0.01 + 0.005, "text": "(an answer)"})],
         {"event": "user", "timestamp": now - 1, "text": text, "parse_data": parse_data,
          "input_channel": "rest", "message_id": message_id, "metadata": {}},
         {"event": "user_featurization", "timestamp": now - 1, "use_text_for_featurization": False},

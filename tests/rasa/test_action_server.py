@@ -217,3 +217,21 @@ def test_health_and_action_list(rasa_server: RasaHarness) -> None:
     assert rasa_server.client.get(f"{rasa_server.url}/health").json() == {"status": "ok"}
     names = {a["name"] for a in rasa_server.client.get(f"{rasa_server.url}/actions").json()}
     assert names == {"action_support_answer", "action_support_feedback"}
+
+
+def test_a_follow_up_is_read_with_the_trackers_earlier_messages_and_a_new_topic_is_not(
+    rasa_server: RasaHarness,
+) -> None:
+    follow_up = webhook_payload("action_support_answer", "rasa-user-9", "and how much is it?",
+                                earlier=["Do you ship to Canada?"])
+    body = rasa_server.post(follow_up).json()
+    assert body["responses"][0]["custom"]["supportbot"]["route"] == "retrieval", "read with the shipping question"
+    turn = rasa_server.store.last_turn_for("rasa", "rasa-user-9")
+    assert (turn.question, turn.standalone_question) == ("and how much is it?",
+                                                         "Do you ship to Canada? and how much is it?")
+
+    new_topic = webhook_payload("action_support_answer", "rasa-user-9", WATERING,
+                                earlier=["Do you ship to Canada?", "and how much is it?"])
+    body = rasa_server.post(new_topic).json()
+    assert body["responses"][0]["custom"]["supportbot"]["route"] == "domain"
+    assert rasa_server.domain_answerer.questions == [WATERING], "asked exactly as typed"

@@ -91,6 +91,7 @@ def register(app: App, services: SlackServices) -> None:
             channel=turn.slack_channel or channel,
             message_ts=turn.message_ts,
             reason="the customer voted the answer down and asked for a person",
+            read_as=turn.standalone_question or "",
         )
         if outcome == "already_escalated":
             tell(channel, user, thread_ts, ALREADY_ESCALATED_TEXT)

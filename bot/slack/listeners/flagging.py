@@ -43,6 +43,7 @@ def register(app: App, services: SlackServices) -> None:
                 route=turn.route,
                 channel=turn.slack_channel,
                 message_ts=turn.message_ts,
+                read_as=turn.standalone_question or "",
             ),
         )
 
