@@ -43,7 +43,8 @@ REPO = Path(__file__).resolve().parents[1]
 TUNING = REPO / "bench" / "data" / "conversations_tuning.jsonl"
 TEST = REPO / "data" / "conversations.jsonl"
 OUT = REPO / "docs" / "benchmarks" / "conversations.md"
-MODES = ("off", "always", "cue", "confidence", "cue+confidence", "cue, max_turns 1", "cue, max_turns 2")
+MODES = ("off", "always", "cue", "confidence", "cue+confidence", "cue, max_turns 1", "cue, max_turns 2",
+         "cue, short 1")
 
 
 @dataclass
@@ -80,16 +81,19 @@ def routed_route(decision: Any, settings: Any) -> str:
 
 
 def run_mode(settings: Any, router: Any, retrieval: Any, conversations: list[list[Turn]], mode: str) -> dict[str, list]:
+    import bot.followups
     from bot.answer import AskContext
     from bot.conversation_log import EarlierTurn
     from bot.errors import AnswererUnavailable
     from bot.evaluation.metrics import token_f1
     from bot.followups import FollowupResolver
 
-    combine, _, turns = mode.partition(", max_turns ")
+    combine, _, variant = mode.partition(", ")
     update: dict[str, Any] = {"enabled": combine != "off", "combine": combine if combine != "off" else "cue"}
-    if turns:
-        update["max_turns"] = int(turns)
+    if variant.startswith("max_turns "):
+        update["max_turns"] = int(variant.split()[-1])
+    # "short N": a message of N content words or fewer looks dependent (shipped: 2)
+    bot.followups.SHORT_CONTENT_WORDS = int(variant.split()[-1]) if variant.startswith("short ") else 2
     cfg = settings.model_copy(update={"conversation": settings.conversation.model_copy(update=update)})
     outcome: dict[str, list] = {"first": [], "depends": [], "standalone": [], "policy_f1": []}
     for conversation in conversations:
@@ -186,7 +190,8 @@ def main() -> int:
         f"{(time.perf_counter() - started) / 60:.1f} min.",
         "",
         f"Issue #21. Router {version} trained at the first start from the shipped seed file; route accuracy after "
-        "the pipeline's thresholds (the rules use `max_turns` = 3, the default, unless named). *depends*: "
+        "the pipeline's thresholds (the rules use `max_turns` = 3 and count a message of two content words or "
+        "fewer as dependent, the defaults, unless named). *depends*: "
         "follow-ups the test set marks as needing the earlier turns; "
         "*standalone*: follow-ups that are complete questions (topic changes, a turn to an order problem). "
         "Policy F1: the extractive policy answer each follow-up that expects one gets from the question as "

@@ -36,6 +36,7 @@ BENCHMARKS = [
     ("similar-answers", "bench.similar_answers", "similar_answers.md"),
     ("first-router", "bench.first_router", "first_router.md"),
     ("conversations", "bench.conversations", "conversations.md"),
+    ("ops-overhead", "bench.ops_overhead", "ops_overhead.md"),
     ("training", "bench.bench_finetune", "training.md"),
     ("slack", "bench.slack", "slack.md"),
     ("slack-flood", "bench.slack_flood", "slack_flood.md"),

@@ -415,6 +415,30 @@ class ConversationConfig(_Section):
     )
 
 
+class PrivacyConfig(_Section):
+    """How long customer conversations are kept (docs/operations.md#retention-and-erasure)."""
+
+    retention_days: int = Field(
+        0, ge=0, description="Delete turns older than this many days, with their votes and labels (an hourly "
+        "job in every serving process); 0 keeps everything. Training exports already written keep their "
+        "redacted examples until their run folder is deleted."
+    )
+
+
+class MetricsConfig(_Section):
+    """Prometheus metrics (docs/operations.md#metrics)."""
+
+    enabled: bool = Field(
+        True, description="Serve GET /metrics on the Slack HTTP endpoint and on the Rasa action server."
+    )
+    port: int = Field(
+        0, ge=0, le=65535, description="Also serve /metrics on this port (for Socket Mode and console-less "
+        "`serve`, which have no HTTP server of their own); 0 = off."
+    )
+    host: str = Field("127.0.0.1", description="Address the metrics port listens on (0.0.0.0 for a scraper on "
+                      "another machine).")
+
+
 class SlackConfig(_Section):
     mode: Literal["auto", "socket", "http"] = Field(
         "auto", description="auto: Socket Mode when SLACK_APP_TOKEN is set, else HTTP Events API."
@@ -646,6 +670,8 @@ class Settings(_Section):
     domain: DomainConfig = Field(default_factory=DomainConfig)
     memory: MemoryConfig = Field(default_factory=MemoryConfig)
     conversation: ConversationConfig = Field(default_factory=ConversationConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     slack: SlackConfig = Field(default_factory=SlackConfig)
     rasa: RasaConfig = Field(default_factory=RasaConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -87,6 +87,10 @@ def build_runtime(
     if settings.router.train_at_start:
         train_first_router(settings, embedder, store, knowledge)
     router = build_router(settings, embedder=embedder, knowledge=knowledge, store=store)
+    from bot import metrics
+
+    metrics.watch_runtime(lambda: {"router": str(router.version), "domain_model": str(domain.current_version())},
+                          knowledge)
     pipeline = Pipeline(
         settings,
         store,

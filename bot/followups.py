@@ -46,7 +46,13 @@ _ANAPHORA = frozenset(
     "him her then such".split()
 )
 _WORD = re.compile(r"[a-z']+")
+_ACKNOWLEDGEMENTS = frozenset(
+    "thanks thank you thx ty ok okay k great cool perfect nice got it bye hi hello hey yes no yep nope sure "
+    "alright fine good awesome cheers".split()
+)
 SHORT_CONTENT_WORDS = 2  # "What about Hawaii?" (1), "which soil then?" (1); "Do you ship to Canada?" has 2
+EARLIER_CHARS = 400  # of the earlier questions, the most recent part: the message must stay in the
+# embedder's 256 tokens, and an over-long earlier message must not become the whole question
 
 
 @dataclass(frozen=True)
@@ -67,18 +73,26 @@ class Resolution:
 def looks_dependent(message: str) -> bool:
     """Whether a message reads as a continuation: a leading connector, a word pointing back, or
     too few content words to name its own subject."""
-    if _CONNECTOR.match(message):
-        return True
     words = set(_WORD.findall(message.lower().replace("\u2019", "'")))
-    if words & _ANAPHORA:
+    # "thanks!", "ok", "?": nothing to read with the conversation (re-asking the last question
+    # would answer it twice).
+    if not words or words <= _ACKNOWLEDGEMENTS:
+        return False
+    if _CONNECTOR.match(message) or words & _ANAPHORA:
         return True
+    # "why?", or two content words or fewer: too little to name a subject of its own.
     return len(content_words(message)) <= SHORT_CONTENT_WORDS
 
 
-def combined_question(earlier: Sequence[str], message: str) -> str:
-    """The earlier questions of the chain, oldest first, then the message, each ending a sentence."""
-    parts = [" ".join(q.split()) for q in (*earlier, message) if q.strip()]
-    return " ".join(p if p[-1] in ".?!" else f"{p}." for p in parts[:-1]) + (" " if len(parts) > 1 else "") + parts[-1]
+def combined_question(earlier: Sequence[str], message: str, earlier_chars: int = EARLIER_CHARS) -> str:
+    """The earlier questions of the chain, oldest first (their last `earlier_chars`, cut at a word),
+    then the message, each ending a sentence."""
+    before = " ".join(p if p[-1] in ".?!" else f"{p}." for p in (" ".join(q.split()) for q in earlier) if p)
+    if len(before) > earlier_chars:
+        cut = before[-earlier_chars:]
+        before = cut[cut.find(" ") + 1:] if " " in cut else cut
+    message = " ".join(message.split())
+    return f"{before} {message}" if before else message
 
 
 class FollowupResolver:

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from bot import metrics
 from bot.answer import Answer, Answerer, AskContext, Draft, PartialCallback, RouteDecision, Router
 from bot.config import ROUTES, Route, Settings
 from bot.conversation_log import ConversationStore
@@ -76,6 +77,7 @@ class Pipeline:
         started = time.perf_counter()
         question = clean_question(question).strip()
         if not question:
+            metrics.record_answer(ctx.channel, "escalate", "", time.perf_counter() - started, [], "empty", False)
             return Answer(text=EMPTY_QUESTION_REPLY, route="escalate", confidence=0.0, reason="empty question")
         limit = self.settings.app.max_question_chars
         if len(question) > limit:
@@ -84,6 +86,7 @@ class Pipeline:
         decision, asked = resolution.decision, resolution.question
         order, fallback_reason = self.route_order(decision)
         reasons = [fallback_reason] if fallback_reason else []
+        skipped = [(decision.route, "low_confidence")] if fallback_reason else []
         draft: Draft | None = None
         route: Route = "escalate"
         for candidate in order:
@@ -96,6 +99,7 @@ class Pipeline:
                 break
             except AnswererUnavailable as exc:
                 reasons.append(f"{candidate}: {exc}")
+                skipped.append((candidate, "unavailable"))
                 log.warning(
                     "answerer unavailable route=%s event_id=%s reason=%s", candidate, ctx.event_id, exc
                 )
@@ -119,6 +123,9 @@ class Pipeline:
             context_turn_id=resolution.context_turn_id,
         )
         turn_id = self._log_turn(question, answer, ctx)
+        metrics.record_answer(ctx.channel, route, draft.kind, time.perf_counter() - started, skipped,
+                              "routed" if decision.route == "escalate" and not skipped else "fallback",
+                              resolution.used_context)
         log.info(
             "answered turn=%s route=%s confidence=%.2f latency_ms=%.0f event_id=%s",
             turn_id,
@@ -151,6 +158,7 @@ class Pipeline:
             fallback_reason=f"question of {len(question)} characters is over app.max_question_chars ({limit})",
         )
         turn_id = self._log_turn(question[:limit], answer, ctx)
+        metrics.record_answer(ctx.channel, "escalate", "", time.perf_counter() - started, [], "too_long", False)
         log.info("refused an over-long question turn=%s chars=%d limit=%d event_id=%s",
                  turn_id, len(question), limit, ctx.event_id)
         return replace(answer, turn_id=turn_id)

@@ -50,6 +50,7 @@ class Example:
     source: str
     system: str = ""
     route: str = "domain"
+    turn_id: int | None = None  # the logged turn a staff label made this from (erasure finds it by it)
 
     def messages(self, default_system: str) -> list[dict[str, str]]:
         system = self.system or default_system
@@ -60,7 +61,10 @@ class Example:
 
     def to_json(self) -> dict[str, Any]:
         msgs = self.messages("")
-        return {"messages": msgs, "source": self.source, "route": self.route}
+        row: dict[str, Any] = {"messages": msgs, "source": self.source, "route": self.route}
+        if self.turn_id is not None:
+            row["turn_id"] = self.turn_id
+        return row
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Example:
@@ -71,6 +75,7 @@ class Example:
             source=str(data.get("source", SOURCE_SEED)),
             system=system,
             route=str(data.get("route", "domain")),
+            turn_id=data["turn_id"] if isinstance(data.get("turn_id"), int) else None,
         )
 
 
@@ -252,7 +257,7 @@ def labeled_examples(
         if not question or not answer.strip():
             stats["skipped_empty"] += 1
             continue
-        examples.append(Example(question, answer.strip(), source, route=route))
+        examples.append(Example(question, answer.strip(), source, route=route, turn_id=turn.turn_id))
     return examples, latest
 
 
@@ -269,7 +274,7 @@ def build_examples(
     stats["labeled_read"] = len(labeled)
     by_question: dict[str, Example] = {}
     for ex in [*seed, *labeled]:
-        clean = Example(redactor(ex.question), redactor(ex.answer), ex.source, ex.system, ex.route)
+        clean = Example(redactor(ex.question), redactor(ex.answer), ex.source, ex.system, ex.route, ex.turn_id)
         key = normalise_question(clean.question)
         kept = by_question.get(key)
         if kept is not None:

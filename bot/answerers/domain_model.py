@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from bot import metrics
 from bot.answer import AskContext, Draft, PartialCallback
 from bot.config import Route, Settings
 from bot.errors import AnswererUnavailable, BotError
@@ -323,8 +324,12 @@ class DomainAnswerer:
         try:
             text = finalize_answer(result.text, self.policy)
             if allowed is not None:
-                text = remove_invented_contacts(text, allowed, self.cfg.guard_min_words_left).text
+                guarded = remove_invented_contacts(text, allowed, self.cfg.guard_min_words_left)
+                if guarded.removed:
+                    metrics.GUARDED.labels(what="invented_contact").inc()
+                text = guarded.text
         except AnswererUnavailable:
+            metrics.GUARDED.labels(what="degenerate").inc()
             log.warning(
                 "domain answer rejected version=%s event_id=%s finish=%s raw=%r",
                 version,

@@ -108,8 +108,8 @@ def evaluate(
     if conv:
         first, with_ctx, alone = conv["first_turns"], conv["follow_ups"]["with_context"], conv["follow_ups"]["alone"]
         console.print(
-            f"{conv['conversations']} conversations: route accuracy first turns {first['route_accuracy']:.0%}, "
-            f"follow-ups {with_ctx['route_accuracy']:.0%} with the conversation ({alone['route_accuracy']:.0%} on "
+            f"{conv['conversations']} conversations: route accuracy first turns {_pct(first['route_accuracy'])}, "
+            f"follow-ups {_pct(with_ctx['route_accuracy'])} with the conversation ({_pct(alone['route_accuracy'])} on "
             f"their own); follow-up token F1 {_f(with_ctx['token_f1'])} ({_f(alone['token_f1'])} on their own)",
             highlight=False, soft_wrap=True,
         )
@@ -125,3 +125,7 @@ def evaluate(
 
 def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
+
+
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.0%}"

@@ -212,9 +212,9 @@ def serve() -> None:
 
 def _register_command_groups() -> None:
     """Command groups live beside the code they drive; each module exposes `register(app)`."""
-    from bot.cli import actions, evaluate, knowledge, memory, models, router, training
+    from bot.cli import actions, evaluate, knowledge, memory, models, privacy, router, training
 
-    for module in (knowledge, memory, router, models, training, actions, evaluate):
+    for module in (knowledge, memory, router, models, training, actions, evaluate, privacy):
         module.register(app)
 
 

@@ -9,9 +9,10 @@ constraints settle races between replicas.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from bot import metrics
 from bot.answer import Answer, AskContext
 from bot.conversation_log.migrations import migrate
 from bot.conversation_log.schema import (
@@ -49,6 +51,20 @@ class EarlierTurn:
     answer: str
     route: str
     context_turn_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Removed:
+    """What a deletion took out of the log (counts, and the ids of the turns it removed)."""
+
+    turns: int = 0
+    feedback: int = 0
+    labels: int = 0
+    conversations: int = 0
+    events: int = 0
+    turn_ids: tuple[int, ...] = ()
+    # The texts the turns held (question, standalone form): to find their copies in training exports.
+    texts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -244,11 +260,99 @@ class ConversationStore:
             stmt = stmt.where(Turn.channel == ctx.channel, Turn.slack_channel == ctx.slack_channel,
                               Turn.user_id == ctx.user)
         else:
+            # Only the asker's own turns: in a channel thread another customer's question is not theirs.
             stmt = stmt.join(Conversation).where(Conversation.channel == ctx.channel,
-                                                 Conversation.conversation_key == ctx.conversation_key)
+                                                 Conversation.conversation_key == ctx.conversation_key,
+                                                 Turn.user_id == ctx.user)
         with self._sessions() as s:
             return [EarlierTurn(t.id, t.question, t.standalone_question, t.answer, t.route, t.context_turn_id)
                     for t in s.execute(stmt).scalars()]
+
+    # --- retention and erasure ----------------------------------------------------------------
+
+    def delete_turns_before(self, cutoff: datetime, *, batch: int = 500, pause_s: float = 0.05) -> Removed:
+        """Retention: every turn older than `cutoff`, with its votes and labels, the conversations
+        left empty, and event ids claimed before it. In batches of `batch` turns, each its own short
+        transaction with a pause after it, so answers being logged meanwhile never wait long for
+        the write lock (a first run may have a large backlog)."""
+        turns = feedback = labels = conversations = 0
+        while True:
+            with self._tx() as s:
+                ids = list(s.execute(select(Turn.id).where(Turn.created_at < cutoff).order_by(Turn.id)
+                                     .limit(batch)).scalars())
+                if not ids:
+                    break
+                removed = self._delete_turns(s, ids)
+            turns, feedback = turns + removed.turns, feedback + removed.feedback
+            labels, conversations = labels + removed.labels, conversations + removed.conversations
+            time.sleep(pause_s)
+        with self._tx() as s:
+            events = s.execute(delete(ProcessedEvent).where(ProcessedEvent.received_at < cutoff)).rowcount or 0
+        return Removed(turns, feedback, labels, conversations, events)
+
+    def turns_of_user(self, channel: str, user_id: str) -> list[Turn]:
+        """Every turn a customer asked on a channel (Slack user id, Rasa sender id), oldest first."""
+        with self._sessions() as s:
+            return list(s.execute(select(Turn).where(Turn.channel == channel, Turn.user_id == user_id)
+                                  .order_by(Turn.id)).scalars())
+
+    def votes_of_user(self, user_id: str) -> list[Feedback]:
+        with self._sessions() as s:
+            return list(s.execute(select(Feedback).where(Feedback.user_id == user_id).order_by(Feedback.id)).scalars())
+
+    def labels_on(self, turn_ids: list[int]) -> list[StaffLabel]:
+        with self._sessions() as s:
+            return list(s.execute(select(StaffLabel).where(StaffLabel.turn_id.in_(turn_ids))
+                                  .order_by(StaffLabel.id)).scalars()) if turn_ids else []
+
+    def forget_user(self, channel: str, user_id: str) -> Removed:
+        """Erasure: a customer's turns, every vote and label on them, their votes on other answers,
+        and their conversations. One transaction: a concurrent answer to someone else is untouched."""
+        with self._tx() as s:
+            ids = list(s.execute(select(Turn.id).where(Turn.channel == channel, Turn.user_id == user_id)).scalars())
+            removed = self._delete_turns(s, ids)
+            votes = s.execute(delete(Feedback).where(Feedback.user_id == user_id)).rowcount or 0
+            conversations = s.execute(delete(Conversation).where(
+                Conversation.channel == channel, Conversation.user_id == user_id,
+                ~Conversation.id.in_(select(Turn.conversation_id)))).rowcount or 0
+        return replace(removed, feedback=removed.feedback + votes, conversations=removed.conversations + conversations)
+
+    @staticmethod
+    def _delete_turns(s: Session, ids: list[int]) -> Removed:
+        if not ids:
+            return Removed()
+        texts: list[str] = []
+        conversation_ids: set[int] = set()
+        for start in range(0, len(ids), 500):  # bound the IN lists (SQLite's variable limit)
+            chunk = ids[start:start + 500]
+            for question, standalone, conversation_id in s.execute(
+                    select(Turn.question, Turn.standalone_question, Turn.conversation_id).where(Turn.id.in_(chunk))):
+                texts += [t for t in (question, standalone) if t]
+                conversation_ids.add(conversation_id)
+        feedback = labels = turns = 0
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            feedback += s.execute(delete(Feedback).where(Feedback.turn_id.in_(chunk))).rowcount or 0
+            labels += s.execute(delete(StaffLabel).where(StaffLabel.turn_id.in_(chunk))).rowcount or 0
+            turns += s.execute(delete(Turn).where(Turn.id.in_(chunk))).rowcount or 0
+        conversations = s.execute(delete(Conversation).where(
+            Conversation.id.in_(list(conversation_ids)), ~Conversation.id.in_(select(Turn.conversation_id)),
+        )).rowcount or 0
+        return Removed(turns, feedback, labels, conversations, 0, tuple(ids), tuple(texts))
+
+    def compact(self) -> None:
+        """Give deleted rows' space back, so erased text is not left in free pages (SQLite: VACUUM
+        after a WAL checkpoint; Postgres: VACUUM of the four tables)."""
+        tables = ("turns", "feedback", "staff_labels", "conversations")
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.exec_driver_sql("VACUUM")
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        elif self.engine.dialect.name == "postgresql":
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for table in tables:
+                    conn.exec_driver_sql(f"VACUUM {table}")
 
     def count_turns(self) -> int:
         with self._sessions() as s:
@@ -309,7 +413,9 @@ class ConversationStore:
             )
             s.add(label)
             s.flush()
-            return label.id
+            label_id = label.id
+        metrics.LABELS.labels(verdict=verdict).inc()  # after the commit: a failed write is not a label
+        return label_id
 
     def retract_label(self, turn_id: int, staff_user_id: str, note: str = "") -> int:
         """Withdraw the staff label on a turn: it leaves the expert memory and the training data.
@@ -322,7 +428,9 @@ class ConversationStore:
                                corrected_answer="", correct_route="", note=note, created_at=utcnow())
             s.add(label)
             s.flush()
-            return label.id
+            label_id = label.id
+        metrics.LABELS.labels(verdict="retracted").inc()
+        return label_id
 
     def label_watermark(self) -> tuple[int, int]:
         """(newest label id, label count): changes whenever a label is added, replaced or retracted,

@@ -249,10 +249,13 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], old_label: str = "
                 "better" if (delta > 0) == higher_is_better else "worse"
             )
         metrics.append({"metric": label, "old": before, "new": after, "delta": delta, "verdict": verdict})
-    old_items = {row["question"]: row for row in old.get("results", [])}
+    def key(row: dict[str, Any]) -> str:  # ids: a conversation repeats "and in winter?" with other meanings
+        return str(row.get("id") or row["question"])
+
+    old_items = {key(row): row for row in old.get("results", [])}
     changes = []
     for row in new.get("results", []):
-        before = old_items.get(row["question"])
+        before = old_items.get(key(row))
         if before is None:
             continue
         notes = []
@@ -269,7 +272,7 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], old_label: str = "
             notes.append("now cites the expected source" if row.get("citation_hit") else "lost the expected source")
         if notes:
             changes.append({"question": row["question"], "changes": notes})
-    new_questions = {row["question"] for row in new.get("results", [])}
+    new_questions = {key(row) for row in new.get("results", [])}
     return {
         "old_label": old_label,
         "old_created": old.get("created"),

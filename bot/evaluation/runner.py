@@ -130,6 +130,8 @@ def parse_line(raw: str, line: int) -> list[EvalItem]:
         depends = turn.get("depends")
         if depends is not None and not isinstance(depends, bool):
             raise ValueError(f"turn {number + 1}: 'depends' must be true or false")
+        if number == 0 and depends:
+            raise ValueError("turn 1: a conversation's first question cannot depend on earlier ones")
         try:
             item = parse_item({k: v for k, v in turn.items() if k != "depends"} | {"id": f"{conversation}#{number + 1}"},
                               line)
@@ -229,7 +231,12 @@ def evaluate_item(
 ) -> ItemResult:
     """One question through the pipeline; the turns of a conversation share its key, so a follow-up
     is read with them (`alone`: the same follow-up in a conversation of its own)."""
-    key = f"eval:{run_id}:{item.id}:alone" if alone else f"eval:{run_id}:{item.conversation or item.id}"
+    if alone:
+        key = f"eval:{run_id}:alone:{item.id}"
+    elif item.conversation:
+        key = f"eval:{run_id}:conversation:{item.conversation}"
+    else:
+        key = f"eval:{run_id}:question:{item.id}"
     ctx = AskContext(channel=EVAL_CHANNEL, user="eval", conversation_key=key, event_id=item.id)
     started = time.perf_counter()
     answer = pipeline.answer(item.question, ctx)

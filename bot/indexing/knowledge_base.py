@@ -105,6 +105,7 @@ class KnowledgeBase:
         self._store: ChromaCollection | None = None
         self._store_lock = threading.Lock()
         self._sync_lock = threading.Lock()
+        self.last_indexed_at = 0.0  # Unix time of the last sync with the folder (metrics)
         self._rw = ReadWriteLock()
         self._vocabulary = Vocabulary()
         self._snapshot = Snapshot.build(0, [], self._vocabulary)
@@ -196,7 +197,9 @@ class KnowledgeBase:
     def sync(self, progress: bool = False, *, full: bool = False) -> IndexReport:
         """Bring the index in line with the knowledge folder; only changed files are re-embedded."""
         with self._sync_lock:
-            return self._sync(progress=progress, full=full, force=frozenset())
+            report = self._sync(progress=progress, full=full, force=frozenset())
+            self.last_indexed_at = time.time()
+            return report
 
     def sync_paths(self, changed: Iterable[Path]) -> IndexReport:
         """Incremental sync that re-reads `changed` even when their size and mtime look unchanged."""
@@ -208,7 +211,9 @@ class KnowledgeBase:
             except ValueError:
                 continue
         with self._sync_lock:
-            return self._sync(progress=False, full=False, force=frozenset(force))
+            report = self._sync(progress=False, full=False, force=frozenset(force))
+            self.last_indexed_at = time.time()
+            return report
 
     def _sync(self, *, progress: bool, full: bool, force: frozenset[str]) -> IndexReport:
         started = time.perf_counter()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from chromadb.errors import NotFoundError
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
@@ -119,6 +120,28 @@ class ExpertMemory:
             log.info("expert memory: Chroma collection %r at %s, %d entries", self.name, where, len(self._hashes))
         return self._collection
 
+    def _drop_handles(self) -> None:
+        """Forget the open collections: another process rebuilt them (`rebuild`, after an erasure),
+        so the next read reopens them and reloads what they hold."""
+        self._collection = self._answers = None
+        self._hashes, self._answer_hashes, self._watermark = {}, {}, None
+
+    def rebuild(self) -> SyncReport:
+        """Both collections emptied and written again from the log and the seed file. Chroma keeps
+        deleted documents in its write-ahead queue; only dropping the collection takes an erased
+        person's words out of it (`supportbot privacy forget`)."""
+        with self._sync_lock:
+            self._open()
+            assert self._collection is not None and self._answers is not None
+            self._collection.reset()
+            self._answers.reset()
+            self._hashes.clear()
+            self._answer_hashes.clear()
+            self._entry_names.clear()
+            report = self._sync()
+            self._watermark = self._current_watermark()
+            return report
+
     def _answer_collection(self) -> ChromaCollection:
         self._open()
         assert self._answers is not None
@@ -209,6 +232,8 @@ class ExpertMemory:
         while not self._stop.wait(self.cfg.poll_s):
             try:
                 self.refresh()
+            except NotFoundError:  # rebuilt by another process (an erasure): reopen at the next poll
+                self._drop_handles()
             except Exception as exc:  # the log or Chroma briefly away: the next poll tries again
                 log.warning("expert memory refresh failed (%s: %s)", type(exc).__name__, exc)
 
@@ -232,8 +257,15 @@ class ExpertMemory:
         if not self._hashes or (k <= 0 and k_answers <= 0):
             return Lookup([], [])
         vector = self.embed_query(canonical_question(question))
-        by_question = self._nearest(self._open(), vector, k, len(self._hashes))
-        by_answer = self._nearest(self._answer_collection(), vector, k_answers, len(self._answer_hashes))
+        try:
+            by_question = self._nearest(self._open(), vector, k, len(self._hashes))
+            by_answer = self._nearest(self._answer_collection(), vector, k_answers, len(self._answer_hashes))
+        except NotFoundError:  # rebuilt by another process: reopen once
+            log.info("expert memory collections were rebuilt elsewhere; reopening them")
+            self._drop_handles()
+            self.refresh()
+            by_question = self._nearest(self._open(), vector, k, len(self._hashes))
+            by_answer = self._nearest(self._answer_collection(), vector, k_answers, len(self._answer_hashes))
         return Lookup(by_question, by_answer)
 
     @staticmethod

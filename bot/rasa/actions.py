@@ -51,8 +51,11 @@ def earlier_user_texts(tracker: Tracker, window_s: float, limit: int) -> tuple[s
     conversation (it holds messages Rasa answered itself too). Only those within `window_s` of
     the latest message count, and at most `limit`; the text of a malformed event is skipped."""
     events = tracker.events if isinstance(getattr(tracker, "events", None), list) else []
+    # A restart or a new session ends the conversation; "/affirm" and the like are button payloads.
+    starts = [i for i, e in enumerate(events) if isinstance(e, dict) and e.get("event") in ("restart", "session_started")]
+    events = events[starts[-1] + 1:] if starts else events
     users = [e for e in events if isinstance(e, dict) and e.get("event") == "user"
-             and isinstance(e.get("text"), str) and e["text"].strip()]
+             and isinstance(e.get("text"), str) and e["text"].strip() and not e["text"].lstrip().startswith("/")]
     if len(users) < 2:
         return ()
     latest = users[-1].get("timestamp")

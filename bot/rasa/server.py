@@ -49,6 +49,15 @@ def build_action_server(settings: Settings, pipeline: Pipeline, store: Conversat
         token=token.get_secret_value() if token is not None else None,
         max_body_bytes=settings.rasa.max_body_bytes,
     )
+    if settings.metrics.enabled:
+        from sanic.response import raw
+
+        from bot.metrics import CONTENT_TYPE, METRICS_PATH, exposition
+
+        async def prometheus_metrics(request: object) -> object:
+            return raw(exposition(), content_type=CONTENT_TYPE)
+
+        app.add_route(prometheus_metrics, METRICS_PATH, methods=["GET"], name="supportbot_metrics")
     return app
 
 
@@ -162,6 +171,9 @@ def serve_actions(
     port = settings.rasa.port if port is None else port
     sock = bind_socket(host, port)
     runtime = build_runtime(settings, follow_labels=True)
+    from bot.privacy import RetentionJob
+
+    retention = RetentionJob(settings, runtime.store).start()
     try:
         app = build_action_server(settings, runtime.pipeline, runtime.store)
         bound_host, bound_port = sock.getsockname()[:2]
@@ -179,6 +191,7 @@ def serve_actions(
             log.warning("%s", warning)
         app.run(sock=sock, single_process=True, access_log=False, motd=False)
     finally:
+        retention.stop()
         runtime.close()
         sock.close()
 

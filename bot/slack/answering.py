@@ -22,6 +22,7 @@ from typing import Protocol
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
+from bot import metrics
 from bot.answer import Answer, AskContext, PartialCallback
 from bot.conversation_log import ConversationStore
 from bot.question_input import TOO_LONG_REASON, clean_question
@@ -190,7 +191,12 @@ class AnswerService:
                 self._tell_rate_limited(question)
                 return False
             placeholder_ts = self._post_placeholder(question)
-            self.answer_executor.submit(self._answer_and_publish, question, placeholder_ts, claims)
+            metrics.ANSWER_QUEUE.inc()
+            try:
+                self.answer_executor.submit(self._answer_counted, question, placeholder_ts, claims)
+            except Exception:
+                metrics.ANSWER_QUEUE.dec()  # never queued
+                raise
         except Exception:
             # Nothing is stored yet: give the claim back so Slack's retry of this event is answered.
             self._release_claims(claims)
@@ -231,6 +237,13 @@ class AnswerService:
                 _slack_error(exc),
             )
             return ""
+
+    def _answer_counted(self, question: Question, placeholder_ts: str, claims: tuple[str, ...]) -> None:
+        """The queued job: the answer queue gauge counts it until it is done, however it ends."""
+        try:
+            self._answer_and_publish(question, placeholder_ts, claims)
+        finally:
+            metrics.ANSWER_QUEUE.dec()
 
     def _answer_and_publish(self, question: Question, placeholder_ts: str, claims: tuple[str, ...] = ()) -> None:
         ctx = AskContext(

@@ -25,6 +25,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.web import SlackResponse
 
+from bot import metrics
 from bot.config import Settings
 from bot.errors import ConfigError
 
@@ -76,6 +77,7 @@ class SlackBackoffRetryHandler(RetryHandler):
     ) -> None:
         delay = self.delay_for(state.current_attempt, response)
         status = response.status_code if response is not None else type(error).__name__
+        metrics.SLACK_API_RETRIES.labels(method=request.url.rsplit("/", 1)[-1]).inc()
         log.warning(
             "Slack API call %s failed (%s); retry %d of %d in %.1fs",
             request.url.rsplit("/", 1)[-1],
@@ -142,11 +144,15 @@ class ResilientWebClient(WebClient):
 
     def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> SlackResponse:  # type: ignore[override]
         try:
-            return super().api_call(api_method, *args, **kwargs)
+            response = super().api_call(api_method, *args, **kwargs)
         except SlackApiError:
+            metrics.SLACK_API_CALLS.labels(method=api_method, outcome="error").inc()
             raise
         except NETWORK_ERRORS as exc:
+            metrics.SLACK_API_CALLS.labels(method=api_method, outcome="unreachable").inc()
             raise SlackUnreachable(api_method, exc) from exc
+        metrics.SLACK_API_CALLS.labels(method=api_method, outcome="ok").inc()
+        return response
 
 
 # auth.test errors that no amount of waiting fixes: the token itself is wrong.

@@ -47,6 +47,8 @@ def answer_from_turn(turn: Turn) -> Answer:
         router_version=turn.router_version,
         fallback_reason=turn.fallback_reason,
         kind=turn.answer_kind,
+        standalone_question=turn.standalone_question or "",
+        context_turn_id=turn.context_turn_id,
     )
 
 

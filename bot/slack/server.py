@@ -31,6 +31,7 @@ from slack_bolt.response import BoltResponse
 
 from bot.config import Settings
 from bot.errors import AnswererUnavailable, ConfigError
+from bot.metrics import CONTENT_TYPE, METRICS_PATH, exposition
 from bot.slack import request_checks
 
 log = logging.getLogger(__name__)
@@ -74,12 +75,13 @@ class ThreadedSlackRequestHandler(SlackRequestHandler):
 
     def __init__(
         self, app: App, path: str, executor: ThreadPoolExecutor, *, signing_secret: str = "",
-        max_body_bytes: int = 1_048_576,
+        max_body_bytes: int = 1_048_576, metrics: bool = True,
     ) -> None:
         super().__init__(app, path)
         self.executor = executor
         self.signing_secret = signing_secret
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def dispatch_checked(self, body: bytes, query: str, headers: dict[str, list[str]]) -> BoltResponse:
         bolt_request = BoltRequest(body=body.decode("utf-8"), query=query, headers=headers)
@@ -91,6 +93,12 @@ class ThreadedSlackRequestHandler(SlackRequestHandler):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == HEALTH_PATH:
             await _send_plain(send, 200, b"ok")
+            return
+        if self.metrics and scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == METRICS_PATH:
+            body = await asyncio.get_running_loop().run_in_executor(self.executor, exposition)
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", CONTENT_TYPE.encode())]})
+            await send({"type": "http.response.body", "body": body})
             return
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] == self.path:
             await self._handle_post(scope, receive, send)
@@ -169,7 +177,7 @@ class HttpSlackServer:
 
     def __init__(
         self, app: App, *, host: str, port: int, path: str, signing_secret: str, max_body_bytes: int = 1_048_576,
-        handler_cls: type[SlackRequestHandler] | None = None,
+        handler_cls: type[SlackRequestHandler] | None = None, metrics: bool = True,
     ) -> None:
         if not signing_secret:
             raise ConfigError("SLACK_SIGNING_SECRET is not set; HTTP mode needs it to verify Slack's requests")
@@ -178,7 +186,8 @@ class HttpSlackServer:
             handler_cls(app, path)
             if handler_cls is not None
             else ThreadedSlackRequestHandler(
-                app, path, self.executor, signing_secret=signing_secret, max_body_bytes=max_body_bytes
+                app, path, self.executor, signing_secret=signing_secret, max_body_bytes=max_body_bytes,
+                metrics=metrics,
             )
         )
         self.sock = _listening_socket(host, port)
@@ -196,7 +205,7 @@ class HttpSlackServer:
         return cls(
             app, host=cfg.http_host, port=cfg.http_port, path=cfg.http_path,
             signing_secret=secret.get_secret_value() if secret is not None else "",
-            max_body_bytes=cfg.max_body_bytes,
+            max_body_bytes=cfg.max_body_bytes, metrics=settings.metrics.enabled,
         )
 
     @property
@@ -239,7 +248,10 @@ def run_socket_mode(app: App, settings: Settings, stop: threading.Event | None =
     if token is None:
         raise ConfigError("SLACK_APP_TOKEN is not set; Socket Mode needs an app-level token")
     stop = stop or threading.Event()
-    previous = {sig: signal.signal(sig, lambda _s, _f: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Signals reach the main thread only; embedded elsewhere (tests, a host process) `stop` ends it.
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = ({sig: signal.signal(sig, lambda _s, _f: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+                if in_main else {})
     handler = SocketModeHandler(app, app_token=token.get_secret_value())
     try:
         handler.connect()
@@ -259,6 +271,9 @@ def serve_slack(settings: Settings) -> None:
 
     mode = resolve_mode(settings)
     runtime = build_runtime(settings, watch=settings.knowledge.watch, follow_labels=True)
+    from bot.privacy import RetentionJob
+
+    retention = RetentionJob(settings, runtime.store).start()
     services = None
     try:
         warm_up = getattr(runtime.domain, "warm_up", None)
@@ -275,6 +290,10 @@ def serve_slack(settings: Settings) -> None:
         services = build_services(settings, runtime.pipeline, runtime.store, client=client, knowledge=runtime.knowledge,
                                   memory=runtime.memory)
         app = build_app(settings, runtime.pipeline, runtime.store, services=services)
+        if settings.metrics.port:  # Socket Mode has no HTTP server; HTTP mode may want its own port too
+            from bot.metrics import serve_metrics
+
+            serve_metrics(settings.metrics.host, settings.metrics.port)
         if mode == "socket":
             run_socket_mode(app, settings)
         else:
@@ -284,6 +303,7 @@ def serve_slack(settings: Settings) -> None:
             services.drain()
             if services.jobs.running("train"):
                 log.warning("a training run was still going at shutdown; it stops with the process")
+        retention.stop()
         runtime.close()
 
 

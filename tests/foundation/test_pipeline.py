@@ -77,3 +77,23 @@ def test_unavailable_backend_falls_back_instead_of_failing(settings_factory: Cal
     assert "domain: backend is down" in answer.fallback_reason
     turn = pipeline.store.get_turn(answer.turn_id)  # type: ignore[arg-type]
     assert turn is not None and "backend is down" in turn.fallback_reason
+
+
+def test_fallbacks_and_escalations_are_counted_for_prometheus_by_why(settings_factory: Callable[..., Settings]) -> None:
+    from bot.metrics import REGISTRY
+
+    def count(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    settings = settings_factory(**{"router.fallback_order": ["retrieval", "escalate"]})
+    before = (count("supportbot_fallbacks_total", route="domain", reason="low_confidence"),
+              count("supportbot_fallbacks_total", route="domain", reason="unavailable"),
+              count("supportbot_escalations_total", reason="fallback"))
+    build(settings, "domain", 0.2).answer("hmm?")  # below the threshold: handed to retrieval
+    build(settings, "domain", 0.9, domain_text=None).answer("Water?")  # the model is down: retrieval
+    escalated = build(settings_factory(), "domain", 0.2).answer("hmm?")  # below the threshold: a person
+    assert escalated.route == "escalate"
+    after = (count("supportbot_fallbacks_total", route="domain", reason="low_confidence"),
+             count("supportbot_fallbacks_total", route="domain", reason="unavailable"),
+             count("supportbot_escalations_total", reason="fallback"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [2, 1, 1]

@@ -276,3 +276,14 @@ def test_a_corrected_follow_up_is_remembered_and_learnt_in_its_standalone_form(
     assert [e.question for e in examples] == [standalone], "'is that normal in winter?' alone teaches nothing"
     assert [e.text for e in staff_examples(store, 2.0)] == [standalone]
     assert store.get_turn(turn).question == "is that normal in winter?", "the log keeps what was typed"
+
+
+def test_a_memory_rebuilt_by_another_process_is_reopened_by_a_running_one(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
+) -> None:
+    settings = memory_settings()
+    running, erasing = make_memory(settings, store), make_memory(settings, store)
+    assert running.search(PARAPHRASE, 1)
+    erasing.rebuild()  # what `supportbot privacy forget` does after erasing a person's entries
+    hits = running.lookup("How do I repot my Nepenthes?", 1, k_answers=1)
+    assert hits.by_question[0].entry.question == "How do I repot a Nepenthes?" and hits.by_answer

@@ -235,3 +235,31 @@ def test_a_follow_up_is_read_with_the_trackers_earlier_messages_and_a_new_topic_
     body = rasa_server.post(new_topic).json()
     assert body["responses"][0]["custom"]["supportbot"]["route"] == "domain"
     assert rasa_server.domain_answerer.questions == [WATERING], "asked exactly as typed"
+
+
+def test_the_action_server_serves_prometheus_metrics_that_count_answers(rasa_server: RasaHarness) -> None:
+    from tests.metrics_scrape import scrape, value
+
+    metrics_url = rasa_server.url.rstrip("/") + "/metrics"
+    before = scrape(metrics_url)
+    rasa_server.post(webhook_payload("action_support_answer", "rasa-metrics", WATERING))
+    after = scrape(metrics_url)
+    assert value(after, "supportbot_questions_total", channel="rasa") - value(
+        before, "supportbot_questions_total", channel="rasa") == 1
+    assert value(after, "supportbot_answers_total", route="domain", kind="-") - value(
+        before, "supportbot_answers_total", route="domain", kind="-") == 1
+
+
+def test_a_rasa_restart_and_button_payloads_are_not_context() -> None:
+    from types import SimpleNamespace
+
+    from bot.rasa.actions import earlier_user_texts
+
+    def user(text: str, at: float) -> dict:
+        return {"event": "user", "text": text, "timestamp": at}
+
+    events = [user("How do I water a Lithops?", 1.0), {"event": "restart", "timestamp": 2.0},
+              user("Do you ship to Canada?", 3.0), user("/affirm", 4.0), user("and how much is it?", 5.0)]
+    assert earlier_user_texts(SimpleNamespace(events=events), 1800, 3) == ("Do you ship to Canada?",)
+    stale = [user("Do you ship to Canada?", 0.0), user("and how much is it?", 4000.0)]
+    assert earlier_user_texts(SimpleNamespace(events=stale), 1800, 3) == (), "older than the window"

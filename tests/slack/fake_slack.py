@@ -64,6 +64,7 @@ class FakeSlack:
         self._ts = 0
         self._cond = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
+        self.socket_mode_url = ""  # what apps.connections.open hands out (tests.slack.fake_socket_mode)
 
     # --- control ---------------------------------------------------------------------------
 
@@ -162,7 +163,8 @@ class FakeSlack:
                 if failure.method == method and failure.times > 0 and (failure.when is None or failure.when(args)):
                     failure.times -= 1
                     return failure.status, failure.headers, failure.body
-        if not auth.startswith("Bearer xoxb-"):
+        # Socket Mode's URL comes with the app-level token; everything else needs the bot token.
+        if not auth.startswith("Bearer xapp-" if method == "apps.connections.open" else "Bearer xoxb-"):
             return 200, {}, {"ok": False, "error": "not_authed"}
         missing = [key for key in REQUIRED.get(method, ()) if not args.get(key)]
         if missing:
@@ -173,6 +175,10 @@ class FakeSlack:
         return 200, {}, self._answer(method, args)
 
     def _answer(self, method: str, args: dict[str, Any]) -> dict[str, Any]:
+        if method == "apps.connections.open":
+            if not self.socket_mode_url:
+                return {"ok": False, "error": "not_allowed_token_type"}
+            return {"ok": True, "url": self.socket_mode_url}
         if method == "auth.test":
             return {"ok": True, "url": "https://rareroots.slack.com/", "team": "Rare Roots", "user": "supportbot",
                     "team_id": "T0001", "user_id": self.bot_user_id, "bot_id": "B0001"}

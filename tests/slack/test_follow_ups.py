@@ -155,3 +155,23 @@ def test_turns_older_than_the_window_are_not_context(tmp_path) -> None:  # type:
         assert store.earlier_turns(other, within=timedelta(minutes=30), limit=3) == [], "another person's DM turns"
     finally:
         store.close()
+
+
+def test_another_customers_question_in_the_same_thread_is_not_context(bot: Bot) -> None:
+    thread = "1710000600.000100"
+    bot.send.event(mention("Do you ship to Hawaii?", ts=thread), event_id="Ev1")
+    bot.answers(1)
+    bot.send.event(message("and how much is it?", user="UOTHER", channel="CGENERAL", channel_type="channel",
+                           ts="1710000601.000100", thread_ts=thread), event_id="Ev2")
+    bot.answers(2)
+    assert bot.policy.asked == ["Do you ship to Hawaii?"], "UOTHER's message was not read with UCUST's question"
+    assert bot.store.recent_turns(1)[0].standalone_question == ""
+
+
+def test_a_thank_you_is_not_read_as_the_last_question_again_and_a_long_one_is_cut() -> None:
+    from bot.followups import combined_question, looks_dependent
+
+    assert not any(looks_dependent(m) for m in ("thanks!", "ok", "Thank you :)", "?"))
+    assert all(looks_dependent(m) for m in ("why?", "What about Alaska?", "and in winter?", "is that normal?"))
+    combined = combined_question(["word " * 2000 + "Do you ship to Canada?"], "and to Hawaii?")
+    assert combined.endswith("Do you ship to Canada? and to Hawaii?") and len(combined) < 450
