@@ -39,6 +39,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.first_router import after_thresholds, fresh_install
+
 REPO = Path(__file__).resolve().parents[1]
 TUNING = REPO / "bench" / "data" / "conversations_tuning.jsonl"
 TEST = REPO / "data" / "conversations.jsonl"
@@ -76,10 +78,6 @@ def read_conversations(path: Path) -> list[list[Turn]]:
     return out
 
 
-def routed_route(decision: Any, settings: Any) -> str:
-    return decision.route if decision.confidence >= settings.router.thresholds.get(decision.route, 0.0) else "escalate"
-
-
 def run_mode(settings: Any, router: Any, retrieval: Any, conversations: list[list[Turn]], mode: str) -> dict[str, list]:
     import bot.followups
     from bot.answer import AskContext
@@ -102,7 +100,7 @@ def run_mode(settings: Any, router: Any, retrieval: Any, conversations: list[lis
         ctx = AskContext(channel="bench", conversation_key="c")
         for number, turn in enumerate(conversation):
             resolution = resolver.resolve(turn.question, ctx)
-            route = routed_route(resolution.decision, settings)
+            route = after_thresholds(resolution.decision, settings)
             right = route == turn.expected
             outcome["first" if turn.first else ("depends" if turn.depends else "standalone")].append(right)
             if not turn.first and turn.expected == "retrieval" and turn.reference:
@@ -152,22 +150,16 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     from bot.atomic import atomic_write_text
-    from bot.config import load_settings
     from bot.conversation_log import ConversationStore
     from bot.evaluation.metrics import percentile
     from bot.factory import train_first_router
-    from bot.indexing.knowledge_base import KnowledgeBase
-    from bot.models import configure_torch_threads, force_offline, load_embedder
+    from bot.models import force_offline
     from bot.router import TopicRouter
 
     force_offline()
     sets = {"tuning": read_conversations(TUNING), "test": read_conversations(TEST)}
     with tempfile.TemporaryDirectory(prefix="bench-conversations-") as tmp:
-        settings = load_settings(None, env={}, overrides={"app.state_dir": tmp})
-        configure_torch_threads(settings)
-        embedder = load_embedder(settings)
-        knowledge = KnowledgeBase(settings, embedder)
-        knowledge.sync()
+        settings, embedder, knowledge = fresh_install(tmp)
         store = ConversationStore.open(f"sqlite:///{Path(tmp) / 'train.db'}")
         version = train_first_router(settings, embedder, store, knowledge)
         store.close()

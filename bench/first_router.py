@@ -39,9 +39,27 @@ def read_items(path: Path) -> list[dict[str, Any]]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def routed(router: Any, settings: Any, question: str) -> str:
-    decision = router.decide(question)
+def after_thresholds(decision: Any, settings: Any) -> str:
+    """The route the pipeline tries first: below its threshold a route goes to a person."""
     return decision.route if decision.confidence >= settings.router.thresholds.get(decision.route, 0.0) else "escalate"
+
+
+def routed(router: Any, settings: Any, question: str) -> str:
+    return after_thresholds(router.decide(question), settings)
+
+
+def fresh_install(state_dir: str) -> tuple[Any, Any, Any]:
+    """Settings, embedder and synced knowledge base of a fresh install on `state_dir` (no router yet)."""
+    from bot.config import load_settings
+    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.models import configure_torch_threads, load_embedder
+
+    settings = load_settings(None, env={}, overrides={"app.state_dir": state_dir})
+    configure_torch_threads(settings)
+    embedder = load_embedder(settings)
+    knowledge = KnowledgeBase(settings, embedder)
+    knowledge.sync()
+    return settings, embedder, knowledge
 
 
 def main() -> int:
@@ -51,21 +69,15 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     from bot.atomic import atomic_write_text
-    from bot.config import load_settings
     from bot.conversation_log import ConversationStore
     from bot.factory import train_first_router
-    from bot.indexing.knowledge_base import KnowledgeBase
-    from bot.models import configure_torch_threads, force_offline, load_embedder
+    from bot.models import force_offline
     from bot.router import TopicRouter
 
     force_offline()
     items = {name: read_items(REPO / name) for name in SETS}
     with tempfile.TemporaryDirectory(prefix="bench-first-router-") as tmp:
-        settings = load_settings(None, env={}, overrides={"app.state_dir": tmp})
-        configure_torch_threads(settings)
-        embedder = load_embedder(settings)
-        knowledge = KnowledgeBase(settings, embedder)
-        knowledge.sync()
+        settings, embedder, knowledge = fresh_install(tmp)
         store = ConversationStore.open(f"sqlite:///{Path(tmp) / 'log.db'}")
         # A frozen clock: this one never looks for the version trained next (no hot reload).
         zero_shot = TopicRouter(settings, embedder=embedder, knowledge=knowledge, clock=lambda: 0.0)
