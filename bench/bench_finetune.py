@@ -9,7 +9,8 @@ Then the demo shop's seed dataset: before/after answers to held-out plant-care q
 
     .venv/bin/python -m bench.bench_finetune [--quick]
 
-Writes docs/benchmarks/training.md (or --out). Targets (issue 7): held-out perplexity down
+Writes docs/benchmarks/finetune.md (or --out); the grounded fine-tune and trainer parity live in
+docs/benchmarks/training.md (`bench.grounded_finetune`, `bench.trainer_parity`). Targets (issue 7): held-out perplexity down
 >= 25 %, the answer metric up, training under 30 minutes of CPU.
 """
 
@@ -32,7 +33,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 MEDQUAD = REPO.parent / "shared" / "datasets" / "medquad" / "qa.jsonl"
-OUT = REPO / "docs" / "benchmarks" / "training.md"
+OUT = REPO / "docs" / "benchmarks" / "finetune.md"
 STATE = REPO / "bench" / "out" / "training-var"
 MED_SYSTEM = "You are a medical information assistant. Answer the question accurately and concisely."
 
@@ -77,8 +78,10 @@ def load_medquad(path: Path, n_train: int, n_eval: int) -> tuple[list[Any], list
     return train, held, len({focus_of[e.question] for e in train}), len({focus_of[e.question] for e in held})
 
 
-def settings_for(state: Path, system_prompt: str, threads: int, **training: Any) -> Any:
-    """Built-in defaults (not the working copy's config.toml) plus the benchmark's choices."""
+def settings_for(state: Path, system_prompt: str, threads: int, extra: dict[str, Any] | None = None,
+                 **training: Any) -> Any:
+    """Built-in defaults (not the working copy's config.toml) plus the benchmark's choices
+    (`training` keys by name, any other dotted key in `extra`)."""
     from bot.atomic import atomic_write_text
     from bot.config import load_settings
 
@@ -91,6 +94,7 @@ def settings_for(state: Path, system_prompt: str, threads: int, **training: Any)
         "training.seed_dataset": str(REPO / "data" / "seed_domain.jsonl"),
     }
     overrides.update({f"training.{k}": v for k, v in training.items()})
+    overrides.update(extra or {})
     return load_settings(config, env={}, overrides=overrides)
 
 

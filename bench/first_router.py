@@ -30,6 +30,7 @@ SETS = {
     "data/policy_testset.jsonl": "policy questions (issue 18)",
     "data/domain_heldout.jsonl": "domain questions, held out (issue 16)",
     "bench/data/policy_tuning.jsonl": "policy tuning questions",
+    "data/escalation_heldout.jsonl": "escalations, written blind (issue 18 follow-up)",
 }
 OUT = REPO / "docs" / "benchmarks" / "first_router.md"
 

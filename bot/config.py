@@ -554,6 +554,20 @@ class TrainingConfig(_Section):
     eval_fraction: float = Field(
         0.15, gt=0.0, lt=1.0, description="Share of examples held out for evaluation (by question hash)."
     )
+    grounded: bool = Field(
+        True, description="Train and evaluate on the prompt the domain answerer serves: each question with "
+        "the memory.ground_k nearest expert entries, never its own (off: bare question -> answer pairs)."
+    )
+    grounded_answer_share: float = Field(
+        0.8, ge=0.0, le=1.0, description="Of the training examples whose question another entry answers "
+        "(another source, a paraphrase, a staff correction), the share shown that entry; the rest see "
+        "only entries that do not answer them (docs/training.md)."
+    )
+    seed_adapter_at_start: bool = Field(
+        True, description="`serve`/`chat`/`actions` on a state dir that never trained: answer at once with "
+        "the base model and train the seed adapter in a background process at low priority; it is "
+        "served as soon as the gate promotes it."
+    )
     lora_r: int = Field(16, ge=1, description="LoRA rank.")
     lora_alpha: int = Field(32, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
@@ -563,9 +577,16 @@ class TrainingConfig(_Section):
     )
     epochs: int = Field(3, ge=1, description="Passes over the training split.")
     max_steps: int = Field(0, ge=0, description="Stop after this many optimizer steps; 0 = no cap.")
-    lr: float = Field(3e-4, gt=0.0, description="Peak learning rate (linear warmup, then linear decay).")
+    lr: float = Field(3e-4, gt=0.0, description="Peak learning rate, reached after the warmup.")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant", description="After the warmup: 'constant' keeps the peak rate (a short run learns "
+        "more: docs/benchmarks/training.md), 'linear' decays it to zero by the last step."
+    )
     warmup_fraction: float = Field(0.05, ge=0.0, lt=1.0, description="Share of steps spent warming up.")
-    max_length: int = Field(256, ge=16, description="Longest training sequence in tokens; longer answers are cut.")
+    max_length: int = Field(
+        512, ge=16, description="Longest training sequence in tokens (grounded prompts included); longer "
+        "answers are cut, and entries that do not fit are left out of that example's prompt."
+    )
     batch_size: int = Field(8, ge=1, description="Examples per forward pass.")
     grad_accum: int = Field(1, ge=1, description="Forward passes per optimizer step.")
     seed: int = Field(0, description="Seed for shuffling, LoRA init and dropout: same data + seed = same adapter.")

@@ -27,6 +27,7 @@ class Runtime:
     domain: Any
     _closers: list[Any] = field(default_factory=list)
     memory: Any = None
+    seed_training: Any = None  # training.background.SeedAdapterJob while a fresh install trains
 
     def close(self) -> None:
         for closer in reversed(self._closers):
@@ -50,11 +51,14 @@ def build_runtime(
     watch: bool = False,
     store: ConversationStore | None = None,
     follow_labels: bool | None = None,
+    train_seed_adapter: bool = False,
 ) -> Runtime:
     """Check the state on disk, load models, sync the knowledge base and the expert memory, build
     router and answerers, assemble the pipeline. State problems surface first, as one line,
     before minutes of loading. `follow_labels` (default: `watch`) keeps the expert memory in step
-    with staff labels saved while the process runs (Slack and Rasa servers)."""
+    with staff labels saved while the process runs (Slack and Rasa servers). `train_seed_adapter`
+    (the long-running `serve`, `chat` and `actions`) trains the seed adapter in the background on
+    a state dir that never trained (`training.seed_adapter_at_start`)."""
     from bot.answerers.domain_model import build_domain_answerer
     from bot.answerers.escalation import EscalationAnswerer
     from bot.answerers.retrieval import RetrievalAnswerer
@@ -97,7 +101,24 @@ def build_runtime(
         router,
         {"domain": domain, "retrieval": retrieval, "escalate": EscalationAnswerer(settings)},
     )
-    return Runtime(settings, store, pipeline, knowledge, router, domain, closers, memory)
+    runtime = Runtime(settings, store, pipeline, knowledge, router, domain, closers, memory)
+    if train_seed_adapter:
+        runtime.seed_training = start_seed_training(settings, domain)
+        if runtime.seed_training is not None:
+            closers.append(runtime.seed_training.close)
+    return runtime
+
+
+def start_seed_training(settings: Settings, domain: Any) -> Any:
+    """The background seed-adapter job when this state dir needs one (else None); never fatal."""
+    from training.background import SeedAdapterJob
+
+    job = SeedAdapterJob(settings, on_promoted=lambda: domain.refresh_adapter())
+    try:
+        return job if job.start() else None
+    except OSError as exc:  # no fork allowed, a read-only state dir: the base model still answers
+        log.warning("could not start the seed adapter training (%s); run `supportbot train run`", exc)
+        return None
 
 
 def train_first_router(settings: Settings, embedder: Any, store: ConversationStore, knowledge: Any) -> str | None:

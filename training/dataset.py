@@ -16,7 +16,7 @@ import logging
 import re
 import statistics
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,9 +25,11 @@ from bot.atomic import atomic_write_json, atomic_write_text
 from bot.config import Settings
 from bot.errors import BotError
 from bot.memory.framing import without_similar_frame
+from bot.memory.grounding import Note, grounded_messages
 
 if TYPE_CHECKING:
     from bot.conversation_log import ConversationStore
+    from training.grounding import Grounder
 
 log = logging.getLogger(__name__)
 
@@ -51,24 +53,35 @@ class Example:
     system: str = ""
     route: str = "domain"
     turn_id: int | None = None  # the logged turn a staff label made this from (erasure finds it by it)
+    # Expert entries the served prompt would carry for this question, nearest first (never the
+    # example's own entry: `training.grounding`). Empty: the bare prompt, as served when none is near.
+    grounding: tuple[Note, ...] = ()
 
-    def messages(self, default_system: str) -> list[dict[str, str]]:
+    def prompt_messages(self, default_system: str, answer_chars: int = 700) -> list[dict[str, str]]:
+        """The messages the model is served for this question: the domain answerer's own builder."""
         system = self.system or default_system
+        if self.grounding:
+            return grounded_messages(system, self.question, self.grounding, answer_chars)
         out = [{"role": "system", "content": system}] if system else []
         out.append({"role": "user", "content": self.question})
-        out.append({"role": "assistant", "content": self.answer})
         return out
 
+    def messages(self, default_system: str, answer_chars: int = 700) -> list[dict[str, str]]:
+        return [*self.prompt_messages(default_system, answer_chars), {"role": "assistant", "content": self.answer}]
+
     def to_json(self) -> dict[str, Any]:
-        msgs = self.messages("")
+        msgs = replace(self, grounding=()).messages("")
         row: dict[str, Any] = {"messages": msgs, "source": self.source, "route": self.route}
         if self.turn_id is not None:
             row["turn_id"] = self.turn_id
+        if self.grounding:
+            row["grounding"] = [{"question": n.question, "answer": n.answer} for n in self.grounding]
         return row
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Example:
         system, question, answer = _parse_messages(data.get("messages"))
+        notes = data.get("grounding") if isinstance(data.get("grounding"), list) else []
         return cls(
             question=question,
             answer=answer,
@@ -76,6 +89,8 @@ class Example:
             system=system,
             route=str(data.get("route", "domain")),
             turn_id=data["turn_id"] if isinstance(data.get("turn_id"), int) else None,
+            grounding=tuple(Note(str(n.get("question", "")), str(n.get("answer", "")))
+                            for n in notes if isinstance(n, dict)),
         )
 
 
@@ -338,6 +353,17 @@ def data_report(
     }
 
 
+def grounding_report(train: list[Example], held: list[Example], grounder: Grounder) -> dict[str, Any]:
+    def entries(part: list[Example]) -> dict[str, float]:
+        counts = [len(ex.grounding) for ex in part]
+        return {"mean": round(sum(counts) / len(counts), 2) if counts else 0.0,
+                "without": sum(1 for c in counts if c == 0)}
+
+    return {"k": grounder.k, "answer_share": grounder.answer_share, "memory_entries": len(grounder.notes),
+            "train_entries": entries(train), "eval_entries": entries(held),
+            "train_with_answering_entry": grounder.stats.get("with_answering_entry", 0)}
+
+
 def render_data_report(report: dict[str, Any], data_hash: str) -> str:
     def fmt(d: dict[str, Any]) -> str:
         return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "none"
@@ -357,13 +383,26 @@ def render_data_report(report: dict[str, Any], data_hash: str) -> str:
             f"- redactions: {fmt(report['redactions'])}",
             f"- question length (words): min {q['min']}, median {q['median']}, max {q['max']}",
             f"- answer length (words): min {a['min']}, median {a['median']}, max {a['max']}",
+            *([_grounding_line(report["grounding"])] if report.get("grounding") else []),
             "",
         ]
     )
 
 
-def export_dataset(settings: Settings, store: ConversationStore | None, out_dir: Path) -> ExportResult:
-    """Write train.jsonl, eval.jsonl, report.json and report.md (each atomically) to `out_dir`."""
+def _grounding_line(g: dict[str, Any]) -> str:
+    return (f"- grounding (the served prompt, memory of {g['memory_entries']} entries, k={g['k']}): "
+            f"{g['train_entries']['mean']} entries per training prompt ({g['train_entries']['without']} without), "
+            f"{g['train_with_answering_entry']} shown an entry that answers them; "
+            f"{g['eval_entries']['mean']} per held-out prompt")
+
+
+def export_dataset(
+    settings: Settings, store: ConversationStore | None, out_dir: Path, grounder: Grounder | None = None
+) -> ExportResult:
+    """Write train.jsonl, eval.jsonl, report.json and report.md (each atomically) to `out_dir`.
+
+    With a `grounder`, every example carries the expert entries its served prompt would hold
+    (`training.grounding`): the files are then exactly what the model is trained and scored on."""
     stats: Counter[str] = Counter()
     redactor = Redactor(settings.training.redact_patterns)
     examples, latest = build_examples(settings, store, stats, redactor)
@@ -375,8 +414,13 @@ def export_dataset(settings: Settings, store: ConversationStore | None, out_dir:
     train, held = split_examples(examples, settings.training.eval_fraction)
     if not train:
         raise DatasetError("only one training example: add more to training.seed_dataset")
+    if grounder is not None:
+        train = grounder.ground(train, hide=held)
+        held = grounder.ground(held, answer_share=1.0)
     data_hash = hash_examples(train, held)
     report = data_report(train, held, stats, redactor.counts)
+    if grounder is not None:
+        report["grounding"] = grounding_report(train, held, grounder)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, part in (("train.jsonl", train), ("eval.jsonl", held)):
         text = "".join(json.dumps(ex.to_json(), ensure_ascii=False) + "\n" for ex in part)

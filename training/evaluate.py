@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.evaluation.metrics import rouge_l, token_f1
 from bot.llm.guard import DegenerateAnswer, GuardPolicy, finalize_answer
 from training.dataset import Example
-from training.finetune import collate, pick_device, token_losses, tokenize_chat
+from training.finetune import collate, pick_device, token_losses, tokenize_example
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -60,12 +60,12 @@ class EvalResult:
 
 def heldout_loss(
     model: Any, tokenizer: PreTrainedTokenizerBase, examples: list[Example], system: str,
-    max_length: int, device: str, batch_size: int = 8,
+    max_length: int, device: str, batch_size: int = 8, answer_chars: int = 700,
 ) -> tuple[float, int]:
     """Mean next-token loss over the reference answers' tokens (token-weighted), and #examples."""
     import torch
 
-    tokenized = [tokenize_chat(tokenizer, ex.messages(system), max_length) for ex in examples]
+    tokenized = [tokenize_example(tokenizer, ex, system, max_length, answer_chars) for ex in examples]
     usable = [t for t in tokenized if t is not None]
     if not usable:
         return float("nan"), 0
@@ -82,22 +82,22 @@ def heldout_loss(
 
 
 def generate_answers(
-    model: Any, tokenizer: PreTrainedTokenizerBase, questions: list[str], settings: Settings,
+    model: Any, tokenizer: PreTrainedTokenizerBase, examples: list[Example], settings: Settings,
     device: str, max_new_tokens: int, batch_size: int = 8,
 ) -> list[str]:
-    """Greedy answers with serving's repetition guard, batched with left padding."""
+    """Greedy answers with serving's repetition guard, batched with left padding, each asked with
+    the prompt serving builds for it (its grounding entries included)."""
     import torch
 
     system = settings.domain.system_prompt
+    answer_chars = settings.memory.ground_answer_chars
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     answers: list[str] = []
     model.eval()
-    for i in range(0, len(questions), batch_size):
+    for i in range(0, len(examples), batch_size):
         prompts = []
-        for q in questions[i : i + batch_size]:
-            messages = ([{"role": "system", "content": system}] if system else []) + [
-                {"role": "user", "content": q}
-            ]
+        for ex in examples[i : i + batch_size]:
+            messages = ex.prompt_messages(system, answer_chars)
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             prompts.append(tokenizer(text, add_special_tokens=False)["input_ids"])
         width = max(len(p) for p in prompts)
@@ -126,12 +126,11 @@ def evaluate_model(
     cfg = settings.training
     started = time.perf_counter()
     loss, n_loss = heldout_loss(
-        model, tokenizer, examples, settings.domain.system_prompt, cfg.max_length, device, cfg.batch_size
+        model, tokenizer, examples, settings.domain.system_prompt, cfg.max_length, device, cfg.batch_size,
+        settings.memory.ground_answer_chars,
     )
     asked = examples[: cfg.eval_max_questions]
-    generated = generate_answers(
-        model, tokenizer, [ex.question for ex in asked], settings, device, cfg.eval_max_new_tokens, cfg.batch_size
-    )
+    generated = generate_answers(model, tokenizer, asked, settings, device, cfg.eval_max_new_tokens, cfg.batch_size)
     # Score what a customer would be shown: the serving guard trims loops and refuses
     # degenerate answers (which score zero), exactly as in production.
     policy = GuardPolicy.from_config(settings.domain)

@@ -17,7 +17,8 @@ import random
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ LATEST = "latest.json"
 IGNORE_INDEX = -100
 HYPERPARAMS = (
     "lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs", "max_steps", "lr",
-    "warmup_fraction", "max_length", "batch_size", "grad_accum", "seed",
+    "lr_schedule", "warmup_fraction", "max_length", "batch_size", "grad_accum", "seed",
 )
 
 
@@ -90,6 +91,20 @@ def tokenize_chat(
         return None
     reply_ids = reply_ids[: max_length - len(prompt_ids)]
     return TokenizedExample(prompt_ids + reply_ids, [IGNORE_INDEX] * len(prompt_ids) + reply_ids)
+
+
+def tokenize_example(
+    tokenizer: PreTrainedTokenizerBase, example: Example, system: str, max_length: int, answer_chars: int
+) -> TokenizedExample | None:
+    """`tokenize_chat` of the example as served; entries that do not fit are dropped, farthest first.
+
+    Serving would show all of them, but a grounded prompt cut short would teach answers to a
+    question the model never saw; fewer entries is the nearest prompt that fits."""
+    while True:
+        tokenized = tokenize_chat(tokenizer, example.messages(system, answer_chars), max_length)
+        if tokenized is not None or not example.grounding:
+            return tokenized
+        example = replace(example, grounding=example.grounding[:-1])
 
 
 def collate(batch: list[TokenizedExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -155,8 +170,8 @@ def pick_device(setting: str) -> str:
     return setting
 
 
-def work_key(cfg: TrainingConfig, data_hash: str, base_dir: Path, system_prompt: str) -> str:
-    params = {name: getattr(cfg, name) for name in HYPERPARAMS}
+def work_key(cfg: TrainingConfig, data_hash: str, base_dir: Path, system_prompt: str, answer_chars: int = 700) -> str:
+    params = {name: getattr(cfg, name) for name in HYPERPARAMS} | {"ground_answer_chars": answer_chars}
     blob = json.dumps(
         {"data": data_hash, "params": params, "base": str(base_dir.resolve()), "system": system_prompt},
         sort_keys=True,
@@ -184,12 +199,14 @@ def attach_lora(base: PreTrainedModel, cfg: TrainingConfig) -> Any:
     return get_peft_model(base, lora)
 
 
-def _lr_lambda(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+def _lr_lambda(total_steps: int, warmup_fraction: float, schedule: str = "constant") -> Callable[[int], float]:
     warmup = max(1, int(total_steps * warmup_fraction)) if warmup_fraction > 0 else 0
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
         remaining = max(1, total_steps - warmup)
         return max(0.0, 1.0 - (step - warmup) / remaining)
 
@@ -267,7 +284,9 @@ def finetune(
 
     cfg = settings.training
     system = settings.domain.system_prompt
-    root = settings.state_dir / "training" / "work" / work_key(cfg, data_hash, base_dir, system)
+    root = settings.state_dir / "training" / "work" / work_key(
+        cfg, data_hash, base_dir, system, settings.memory.ground_answer_chars
+    )
     checkpoints = _Checkpoints(root)
     latest = checkpoints.latest()
     if latest and latest.get("complete"):
@@ -275,7 +294,8 @@ def finetune(
         return _result_from_state(root, latest)
 
     model, tokenizer = load_causal_lm(base_dir)
-    tokenized = [tokenize_chat(tokenizer, ex.messages(system), cfg.max_length) for ex in train_examples]
+    answer_chars = settings.memory.ground_answer_chars
+    tokenized = [tokenize_example(tokenizer, ex, system, cfg.max_length, answer_chars) for ex in train_examples]
     usable = [t for t in tokenized if t is not None]
     skipped = len(tokenized) - len(usable)
     if skipped:
@@ -292,7 +312,7 @@ def finetune(
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
     per_epoch, total_steps = plan_steps(len(usable), cfg)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, cfg.warmup_fraction))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(total_steps, cfg.warmup_fraction, cfg.lr_schedule))
 
     step, losses, tokens, prior_wall = 0, [], 0, 0.0
     if latest:
@@ -311,7 +331,7 @@ def finetune(
 
     started = time.perf_counter()
     bar = tqdm(total=total_steps, initial=step, desc="fine-tune", unit="step", disable=not progress)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else _null_context()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" else nullcontext()
     try:
         while step < total_steps:
             epoch, index_in_epoch = divmod(step, per_epoch)
@@ -352,14 +372,6 @@ def finetune(
     log.info("fine-tuned %d steps in %.0fs (%.0f tokens/s on %s), last loss %.3f",
              step, wall, tokens / wall if wall else 0, device, losses[-1][1] if losses else float("nan"))
     return _result_from_state(root, checkpoints.latest() or {})
-
-
-class _null_context:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _state(step: int, tokens: int, wall: float, losses: list[tuple[int, float]], skipped: int) -> dict[str, Any]:

@@ -158,7 +158,7 @@ def _train_evaluate_promote(
     force_offline()
     configure_torch_threads(settings)
     cfg = settings.training
-    export = export_dataset(settings, store, run_dir / "data")
+    export = export_dataset(settings, store, run_dir / "data", grounder=_grounder(settings, store))
     base_dir = base_llm_dir(settings)
     tuned = finetune(settings, export.train, base_dir=base_dir, data_hash=export.data_hash, progress=progress)
 
@@ -227,6 +227,15 @@ def _train_evaluate_promote(
         run_dir=run_dir,
         metrics=metrics,
     )
+
+
+def _grounder(settings: Settings, store: ConversationStore) -> Any:
+    """Grounds examples in the expert memory's entries, as served; None when either is off."""
+    if not (settings.training.grounded and settings.memory.enabled):
+        return None
+    from training.grounding import Grounder, memory_notes, question_embedder
+
+    return Grounder.from_settings(settings, memory_notes(settings, store), question_embedder(settings))
 
 
 def _retrain_router(settings: Settings, store: ConversationStore) -> str:

@@ -170,7 +170,7 @@ def serve_actions(
     host = settings.rasa.host if host is None else host
     port = settings.rasa.port if port is None else port
     sock = bind_socket(host, port)
-    runtime = build_runtime(settings, follow_labels=True)
+    runtime = build_runtime(settings, follow_labels=True, train_seed_adapter=True)
     from bot.privacy import RetentionJob
 
     retention = RetentionJob(settings, runtime.store).start()

@@ -270,7 +270,8 @@ def serve_slack(settings: Settings) -> None:
     from bot.slack.client import build_web_client
 
     mode = resolve_mode(settings)
-    runtime = build_runtime(settings, watch=settings.knowledge.watch, follow_labels=True)
+    runtime = build_runtime(settings, watch=settings.knowledge.watch, follow_labels=True,
+                            train_seed_adapter=True)
     from bot.privacy import RetentionJob
 
     retention = RetentionJob(settings, runtime.store).start()

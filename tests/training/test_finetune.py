@@ -102,3 +102,12 @@ def test_a_target_module_missing_from_the_model_is_named(
     settings = tiny_settings(training__target_modules=["q_proj", "query_key_value"])
     with pytest.raises(TrainingError, match="query_key_value"):
         finetune(settings, [REPEATED], base_dir=tiny_llm_dir, data_hash="x", progress=False)
+
+
+def test_the_learning_rate_stays_at_its_peak_after_warmup_unless_linear_decay_is_chosen() -> None:
+    """A short run (a few dozen steps) learns more at a constant rate; linear decay is opt-in."""
+    from training.finetune import _lr_lambda
+
+    constant, linear = _lr_lambda(60, 0.05), _lr_lambda(60, 0.05, "linear")
+    assert [round(constant(s), 2) for s in (0, 2, 3, 30, 59)] == [0.33, 1.0, 1.0, 1.0, 1.0]
+    assert linear(3) == 1.0 and 0.45 < linear(30) < 0.55 and linear(59) < 0.03
