@@ -86,7 +86,7 @@ class SeedAdapterJob:
         self.outcome = read_last_run(self.settings)
         status = self.outcome.get("status")
         if status == "promoted":
-            log.info("seed adapter %s promoted: %s; the domain model switches to it now",
+            log.info("seed adapter %s promoted: %s; the domain model serves it from the next answer",
                      self.outcome.get("version"), self.outcome.get("summary"))
             if self.on_promoted is not None:
                 try:
