@@ -78,6 +78,13 @@ def load_medquad(path: Path, n_train: int, n_eval: int) -> tuple[list[Any], list
     return train, held, len({focus_of[e.question] for e in train}), len({focus_of[e.question] for e in held})
 
 
+def training_bench_logging() -> None:
+    """INFO from the benchmark and the trainer; libraries that chat at INFO only warn."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for noisy in ("httpx", "transformers", "urllib3", "sentence_transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def settings_for(state: Path, system_prompt: str, threads: int, extra: dict[str, Any] | None = None,
                  **training: Any) -> Any:
     """Built-in defaults (not the working copy's config.toml) plus the benchmark's choices
@@ -150,9 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads (0 = one per core; on a busy shared machine 1 can be faster).")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("httpx", "transformers", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    training_bench_logging()
 
     from bot.atomic import atomic_write_text
     from bot.models import base_llm_dir, configure_torch_threads, force_offline

@@ -40,11 +40,12 @@ import shutil
 import sys
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bench_finetune import MED_SYSTEM, MEDQUAD, STATE, settings_for
+from bench.bench_finetune import MED_SYSTEM, MEDQUAD, STATE, settings_for, training_bench_logging
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "training.md"
@@ -141,20 +142,15 @@ def perplexities(settings: Any, base_dir: Path, adapters: dict[str, Path | None]
             model.load_adapter(str(path), adapter_name=name)
     out: dict[tuple[str, str], float] = {}
     for adapter, path in adapters.items():
-        for case, examples in cases.items():
-            if path is None:
-                if named:
-                    with model.disable_adapter():
-                        loss, _ = heldout_loss(model, tok, examples, MED_SYSTEM, 768, "cpu", 4,
-                                               settings.memory.ground_answer_chars)
-                else:
-                    loss, _ = heldout_loss(model, tok, examples, MED_SYSTEM, 768, "cpu", 4,
-                                           settings.memory.ground_answer_chars)
-            else:
-                model.set_adapter(adapter)
+        if path is not None:
+            model.set_adapter(adapter)
+        # The base row runs the same model with its adapters switched off.
+        scope = model.disable_adapter() if path is None and named else nullcontext()
+        with scope:
+            for case, examples in cases.items():
                 loss, _ = heldout_loss(model, tok, examples, MED_SYSTEM, 768, "cpu", 4,
                                        settings.memory.ground_answer_chars)
-            out[(adapter, case)] = math.exp(loss)
+                out[(adapter, case)] = math.exp(loss)
     return out
 
 
@@ -206,9 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch and llama.cpp threads (0 = one per core).")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("httpx", "transformers", "urllib3", "sentence_transformers"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    training_bench_logging()
 
     from bot.atomic import atomic_write_text
     from bot.evaluation.metrics import rouge_l, token_f1

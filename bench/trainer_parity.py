@@ -35,7 +35,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bench_finetune import MED_SYSTEM, MEDQUAD, STATE, load_medquad, settings_for
+from bench.bench_finetune import (
+    MED_SYSTEM,
+    MEDQUAD,
+    STATE,
+    load_medquad,
+    settings_for,
+    training_bench_logging,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "trainer_parity.md"
@@ -109,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-linear", action="store_true", help="Also train ours with linear decay.")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    for noisy in ("httpx", "transformers", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    training_bench_logging()
 
     import torch
 

@@ -120,7 +120,8 @@ class Grounder:
             pool = sorted([*(answering[:1] if shown else []), *others], key=lambda pair: -pair[1])[: self.k]
             self.stats["with_answering_entry" if shown else
                        ("answering_entry_withheld" if answering else "no_answering_entry")] += 1
-            self.stats["without_entries"] += 0 if pool else 1
+            if not pool:
+                self.stats["without_entries"] += 1
             out.append(replace(ex, grounding=tuple(Note(n.question, n.answer) for n, _ in pool)))
         return out
 
