@@ -87,6 +87,7 @@ def main() -> int:
         train_s = time.perf_counter() - train_started
         trained = TopicRouter(settings, embedder=embedder, knowledge=knowledge)
         rows, misses = [], {"zero-shot": [], "trained": []}
+        still_wrong: list[str] = []
         totals = {"zero-shot": 0, "trained": 0}
         count = 0
         for name, questions in items.items():
@@ -97,6 +98,8 @@ def main() -> int:
                     right[label] += route == item["expected_route"]
                     if route != item["expected_route"]:
                         misses[label].append(f"{item['question']} ({item['expected_route']} → {route})")
+                        if label == "trained":
+                            still_wrong.append(f"- `{name}`: {misses[label][-1]}")
             n = len(questions)
             count += n
             for label in totals:
@@ -131,6 +134,10 @@ def main() -> int:
         f"Right only zero-shot ({len(only['trained'])}; in brackets: expected → the trained router's route):",
         "",
         *[f"- {q}" for q in only["trained"]],
+        "",
+        f"Still wrong with the trained router ({len(still_wrong)}; expected → routed):",
+        "",
+        *still_wrong,
         "",
     ]
     atomic_write_text(args.out, "\n".join(lines))

@@ -12,13 +12,17 @@ answering entry, `training.grounding`), plus single pairs from other diseases. T
 the same pairs, same settings (r=16 all linear, lr 3e-4 constant, batch 8, 1 epoch, seed 0):
 - **bare adapter**: today's training, bare question -> answer, 256 tokens;
 - **grounded adapter**: every example with its `memory.ground_k` nearest entries, never its own
-  (`Grounder`, `training.grounded_answer_share` of those with an answering entry see it), 512 tokens.
+  (`Grounder`, `training.grounded_answer_share` of those with an answering entry see it), 768 tokens
+  (batch 4 x 2 accumulated: the same steps).
 
 Rows: base, base + grounding, bare adapter, bare adapter + grounding, grounded adapter +
 grounding; "grounding" is the prompt the domain answerer serves (`grounded_messages`, the
 nearest entries by question at `memory.ground_min_similarity`). Answers: llama.cpp on the GGUF
-base with each adapter's GGUF copy (the served backend), greedy, 96 tokens, serving's guard
-(degenerate answers score 0). Perplexity: HF on the reference answers in the same prompts.
+base with each adapter's GGUF copy (the served backend), greedy, serving's guard (degenerate
+answers score 0). Entry length and answer length are the served defaults (`memory.ground_answer_chars`,
+`domain.max_new_tokens`): with 400-character entries and 96-token answers even a verbatim copy of
+the answering entry scores only 0.26 token F1 against the held-out source, which hides whether the
+model uses its entries. Perplexity: HF on the reference answers in the same prompts.
 
     .venv/bin/python -m bench.grounded_finetune [--quick]
 
@@ -59,7 +63,8 @@ def _bucket(text: str) -> float:
 
 def build_sets(n_double: int, n_single: int, n_eval: int) -> dict[str, Any]:
     """Training pairs (= memory), and the two held-out sets, from MedQuAD."""
-    from training.dataset import Example, normalise_question
+    from bot.memory.matching import canonical_question
+    from training.dataset import Example
 
     by_question: dict[str, list[dict[str, str]]] = defaultdict(list)
     with MEDQUAD.open(encoding="utf-8") as fh:
@@ -67,7 +72,7 @@ def build_sets(n_double: int, n_single: int, n_eval: int) -> dict[str, Any]:
             row = json.loads(line)
             answer = " ".join(row["answer"].split())
             if row["question"].strip() and 20 <= len(answer.split()) <= 400:
-                by_question[normalise_question(row["question"])].append(
+                by_question[canonical_question(row["question"])].append(
                     {"q": row["question"].strip(), "a": answer, "source": row["source"], "focus": row["focus"].lower()})
     held_focus = lambda f: _bucket(f) < 0.2  # noqa: E731  diseases that never reach training or memory
     doubles = sorted(
@@ -200,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reuse-adapters", action="store_true",
                         help="Evaluate the adapters an earlier run of the same command trained.")
     parser.add_argument("--threads", type=int, default=0, help="torch and llama.cpp threads (0 = one per core).")
+    parser.add_argument("--entry-chars", type=int, default=0,
+                        help="memory.ground_answer_chars (0 = the served default).")
+    parser.add_argument("--new-tokens", type=int, default=0, help="Longest answer (0 = the served domain.max_new_tokens).")
+    parser.add_argument("--grounded-max-length", type=int, default=768,
+                        help="training.max_length of the grounded adapter: room for k entries and the answer.")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)
     training_bench_logging()
@@ -215,19 +225,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.quick:
         args.double, args.single, args.questions = 6, 6, min(args.questions, 3)
-    new_tokens = 24 if args.quick else 96
     state = STATE / "grounded"
     common: dict[str, Any] = dict(lora_r=16, lora_alpha=32, lora_dropout=0.05, epochs=args.epochs, lr=3e-4,
                                   lr_schedule="constant", batch_size=8, grad_accum=1, checkpoint_every=1000,
                                   max_steps=2 if args.quick else 0)
     if args.answer_share is not None:
         common["grounded_answer_share"] = args.answer_share
-    # MedQuAD answers run to 400 words: entries quoted at 400 characters leave room for the answer.
-    extra: dict[str, Any] = {"memory.ground_answer_chars": 400}
+    extra: dict[str, Any] = {"memory.ground_answer_chars": args.entry_chars} if args.entry_chars else {}
     if args.threads:
         extra["domain.llamacpp_threads"] = args.threads
     bare_settings = settings_for(state, MED_SYSTEM, args.threads, extra, max_length=256, **common)
-    grounded_settings = settings_for(state, MED_SYSTEM, args.threads, extra, max_length=512, **common)
+    # Same optimizer steps and effective batch as the bare adapter; half the batch per forward pass,
+    # because 8 grounded prompts of 768 tokens outgrow this machine's memory next to anything else.
+    grounded_settings = settings_for(state, MED_SYSTEM, args.threads, extra,
+                                     **{**common, "batch_size": 4, "grad_accum": 2,
+                                        "max_length": args.grounded_max_length})
+    new_tokens = 24 if args.quick else (args.new_tokens or grounded_settings.domain.max_new_tokens)
     configure_torch_threads(grounded_settings)
     base_dir = base_llm_dir(grounded_settings)
     sets = build_sets(args.double, args.single, args.questions)
@@ -298,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{grounded_settings.memory.ground_min_similarity}, quoted up to {grounded_settings.memory.ground_answer_chars} "
         f"characters; grounded_answer_share {grounder.answer_share}; grounding of the training prompts: "
         f"{dict(grounder.stats)}",
+        f"- answers: llama.cpp, greedy, up to {new_tokens} tokens",
         "- training: " + "; ".join(
             f"{name}: {info['steps']} steps in {info['wall_s'] / 60:.1f} min ({info['tokens_per_s']:.0f} tokens/s, "
             f"{info['skipped']} skipped)" for name, info in training_info.items()),

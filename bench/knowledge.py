@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.evaluation.metrics import percentile
+
 REPO = Path(__file__).resolve().parents[1]
 MEDQUAD = REPO.parent / "shared" / "datasets" / "medquad" / "qa.jsonl"
 OUT = REPO / "docs" / "benchmarks" / "knowledge.md"
@@ -108,11 +110,6 @@ def rrf(pool: list[tuple[float, float, tuple[str, str], str]], k: int = 60) -> l
     lex_rank = {c[3]: r for r, c in enumerate(sorted(pool, key=lambda c: (-c[1], c[3])))}
     ordered = sorted(pool, key=lambda c: (-(1 / (k + dense_rank[c[3]]) + 1 / (k + lex_rank[c[3]])), c[3]))
     return [key for _, _, key, _ in ordered]
-
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
 
 
 def machine() -> str:

@@ -49,6 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.evaluation.metrics import percentile
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 MEDQUAD = SHARED / "medquad" / "qa.jsonl"
@@ -67,12 +69,6 @@ CONTACT_RE = re.compile(
 
 def norm(text: str) -> str:
     return " ".join(text.lower().split())
-
-
-def pct(values: list[float], q: float) -> float:
-    from bot.evaluation.metrics import percentile
-
-    return percentile(values, q)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -364,7 +360,7 @@ def raw_prefill(settings: Any, prompts: list[tuple[list[int], list[int]]]) -> tu
 
 
 def ms(values: list[float], q: float) -> str:
-    return f"{pct(values, q) * 1000:.1f} ms"
+    return f"{percentile(values, q) * 1000:.1f} ms"
 
 
 def quality_rows(result: dict[str, Any], with_reuse: bool) -> list[str]:
@@ -423,7 +419,7 @@ def write_report(args: argparse.Namespace, data: Data, meta: dict[str, Any], sea
                                                       ("labels", args.labels), ("questions", args.questions)) if value]
     command = " ".join([".venv/bin/python -m bench.memory", *(["--quick"] if args.quick else []), *sizes])
     total, chroma, exact = search["total"], search["chroma"], search["exact"]
-    p95 = pct(total, 95) * 1000
+    p95 = percentile(total, 95) * 1000
     times = label["times"]
     lines = [
         "# Expert memory: search latency, label → searchable, grounding on MedQuAD",
@@ -457,7 +453,7 @@ def write_report(args: argparse.Namespace, data: Data, meta: dict[str, Any], sea
         f"{ms(exact, 50)} | {ms(exact, 95)} | {max(exact) * 1000:.1f} ms |",
         "",
         f"- Target p95 < 30 ms: **{'met' if p95 < 30 else 'not met'}** ({p95:.1f} ms). The embedding is most "
-        f"of it: p50 {(pct(total, 50) - pct(chroma, 50)) * 1000:.1f} ms of the {pct(total, 50) * 1000:.1f} ms.",
+        f"of it: p50 {(percentile(total, 50) - percentile(chroma, 50)) * 1000:.1f} ms of the {percentile(total, 50) * 1000:.1f} ms.",
         f"- Chroma's HNSW top 3 agree with the exact top 3 for {search['recall']:.1%} of the results.",
         f"- Initial sync of {meta['sync_total']:,} entries (seed file read, every question and every question "
         f"+ answer embedded, written to "
@@ -475,8 +471,8 @@ def write_report(args: argparse.Namespace, data: Data, meta: dict[str, Any], sea
         "",
         "| p50 | p95 | max | label write alone (p50) | timeouts (> 30 s) |",
         "|---|---|---|---|---|",
-        f"| {pct(times, 50):.2f} s | **{pct(times, 95):.2f} s** | {max(times):.2f} s | "
-        f"{pct(label['writes'], 50) * 1000:.1f} ms | {label['timeouts']} |",
+        f"| {percentile(times, 50):.2f} s | **{percentile(times, 95):.2f} s** | {max(times):.2f} s | "
+        f"{percentile(label['writes'], 50) * 1000:.1f} ms | {label['timeouts']} |",
         "",
         f"Target < 2 s: **{'met' if max(times) < 2 and not label['timeouts'] else 'not met'}**. It is the poll "
         "interval (on average half of it) plus one sync: the seed file and the labels re-read, the one new "
@@ -559,7 +555,7 @@ def grounding_section(data: Data, meta: dict[str, Any], set_a: dict[str, Any], s
         f"| baseline: the same, grounded tokens | – | – | {ms(raw[1], 50)} / {ms(raw[1], 95)} |",
         "",
         f"Grounding adds {statistics.median(tokens_ground) - statistics.median(tokens_bare):.0f} prompt tokens (p50) "
-        f"and {(pct(served_ground, 50) - pct(served_bare, 50)) * 1000:.0f} ms to the first token as served (p50). "
+        f"and {(percentile(served_ground, 50) - percentile(served_bare, 50)) * 1000:.0f} ms to the first token as served (p50). "
         "As served, the backend's KV cache keeps the last conversation, so the shared system-prompt prefix is "
         "not evaluated again (bare and grounded prompts alternate here, as mixed traffic would); cold = "
         "another conversation evaluated first, so the whole prompt is prefilled.",
@@ -641,7 +637,7 @@ def main() -> int:
         }
         sys.stderr.write(f"synced in {sync_s:.1f}s; searching {len(data.held_out)} held-out questions ...\n")
         search = measure_search(memory, knowledge, data.held_out)
-        sys.stderr.write(f"search p95 {pct(search['total'], 95) * 1000:.1f} ms; label → searchable ...\n")
+        sys.stderr.write(f"search p95 {percentile(search['total'], 95) * 1000:.1f} ms; label → searchable ...\n")
         label = measure_label_to_search(memory, store, n_labels, settings.memory.poll_s)
         set_a = set_b = None
         if llama_cpp_available() and not args.skip_llm:

@@ -32,6 +32,8 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
+from bot.evaluation.metrics import percentile
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "policy.md"
 SETS = {"data/testset.jsonl": "shipped test set", "data/policy_testset.jsonl": "policy test set (issue 18)"}
@@ -98,12 +100,6 @@ def answer_timed(answerer: Any, kb: Any, question: str) -> tuple[Any, float]:
 
         draft = Draft(text="")
     return draft, (time.perf_counter() - started) * 1000
-
-
-def percentile(values: list[float], q: float) -> float:
-    from bot.evaluation.metrics import percentile as pct
-
-    return pct(values, q)
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from bot.evaluation.metrics import percentile
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "datasets" / "banking77"
 OUT = REPO / "docs" / "benchmarks" / "router.md"
@@ -294,13 +296,9 @@ def measure_latency(bench: Bench, embedder: Any, tr: np.ndarray, questions: list
             timings["embed"].append((time.perf_counter() - started) * 1000)
         torch.set_num_threads(threads)
 
-    def pct(values: list[float], q: float) -> float:
-        values = sorted(values)
-        return values[int(q * (len(values) - 1))]
-
     return {
-        **{f"{name}_p50": pct(values, 0.5) for name, values in timings.items()},
-        **{f"{name}_p95": pct(values, 0.95) for name, values in timings.items()},
+        **{f"{name}_p50": percentile(values, 50) for name, values in timings.items()},
+        **{f"{name}_p95": percentile(values, 95) for name, values in timings.items()},
         "n": len(questions), "examples": len(tr),
     }
 

@@ -34,6 +34,7 @@ from slack_sdk.signature import SignatureVerifier
 
 from bench.slack import SECRET, _events, _raw_request, serve_variant
 from bot.atomic import atomic_write_text
+from bot.evaluation.metrics import percentile
 from tests.slack.fake_slack import FakeSlack
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "slack_flood.md"
@@ -103,7 +104,7 @@ def run_variant(variant: str, seconds: float) -> dict[str, Any]:
 
 
 def _p(values: list[float], q: float) -> float:
-    return values[min(len(values) - 1, max(0, int(round(q * len(values))) - 1))] if values else float("nan")
+    return percentile(values, q * 100) if values else float("nan")
 
 
 def render(results: list[dict[str, Any]], command: str, seconds: float) -> str:

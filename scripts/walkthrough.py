@@ -188,13 +188,14 @@ def wait_for_adapter(domain: Any, version: str, timeout_s: float) -> float | Non
 
 def in_training_split(run_dir: Path | None, question: str) -> bool | None:
     """Whether the exported training split holds the question (None: no export to read)."""
-    from training.dataset import normalise_question, read_jsonl_examples
+    from bot.memory.matching import canonical_question
+    from training.dataset import read_jsonl_examples
 
     path = run_dir / "data" / "train.jsonl" if run_dir else None
     if path is None or not path.is_file():
         return None
-    wanted = normalise_question(question)
-    return any(normalise_question(ex.question) == wanted for ex in read_jsonl_examples(path))
+    wanted = canonical_question(question)
+    return any(canonical_question(ex.question) == wanted for ex in read_jsonl_examples(path))
 
 
 def show_answer(title: str, answer: Any) -> None:

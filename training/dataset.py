@@ -26,6 +26,7 @@ from bot.config import Settings
 from bot.errors import BotError
 from bot.memory.framing import without_similar_frame
 from bot.memory.grounding import Note, grounded_messages
+from bot.memory.matching import canonical_question
 
 if TYPE_CHECKING:
     from bot.conversation_log import ConversationStore
@@ -237,13 +238,9 @@ class ExportResult:
         return self.out_dir / "eval.jsonl"
 
 
-def normalise_question(text: str) -> str:
-    return " ".join(re.sub(r"[^\w\s]", " ", text.casefold()).split())
-
-
 def split_bucket(question: str) -> float:
     """A stable number in [0, 1) for the question, independent of the rest of the data."""
-    digest = hashlib.sha256(normalise_question(question).encode("utf-8")).digest()
+    digest = hashlib.sha256(canonical_question(question).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
@@ -290,7 +287,7 @@ def build_examples(
     by_question: dict[str, Example] = {}
     for ex in [*seed, *labeled]:
         clean = Example(redactor(ex.question), redactor(ex.answer), ex.source, ex.system, ex.route, ex.turn_id)
-        key = normalise_question(clean.question)
+        key = canonical_question(clean.question)
         kept = by_question.get(key)
         if kept is not None:
             stats["duplicates_dropped"] += 1

@@ -30,7 +30,8 @@ import numpy as np
 
 from bot.config import Settings
 from bot.memory.grounding import Note
-from training.dataset import Example, normalise_question
+from bot.memory.matching import canonical_question
+from training.dataset import Example
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +58,13 @@ def _same_text(a: str, b: str) -> bool:
 def _is_own(example: Example, note: MemoryNote) -> bool:
     if example.turn_id is not None and note.turn_id == example.turn_id:
         return True
-    return normalise_question(note.question) == normalise_question(example.question) and _same_text(
+    return canonical_question(note.question) == canonical_question(example.question) and _same_text(
         note.answer, example.answer
     )
 
 
 def _show_answering(question: str, seed: int, share: float) -> bool:
-    digest = hashlib.sha256(f"{seed}\x1f{normalise_question(question)}".encode()).digest()
+    digest = hashlib.sha256(f"{seed}\x1f{canonical_question(question)}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
@@ -110,7 +111,7 @@ class Grounder:
                 note, sim = self.notes[int(j)], float(sims[row, j])
                 if int(j) in hidden or _is_own(ex, note):
                     continue
-                if sim >= PARAPHRASE_SIMILARITY or normalise_question(note.question) == normalise_question(
+                if sim >= PARAPHRASE_SIMILARITY or canonical_question(note.question) == canonical_question(
                     ex.question
                 ):
                     answering.append((note, sim))
@@ -139,7 +140,6 @@ def memory_notes(settings: Settings, store: object | None) -> list[MemoryNote]:
 
 def question_embedder(settings: Settings) -> EmbedQuestions:
     """Questions embedded as the memory embeds them (canonical form, normalised MiniLM vectors)."""
-    from bot.memory.matching import canonical_question
     from bot.models import load_embedder
     from bot.router import embed
 

@@ -1,7 +1,8 @@
 """The per-run report: what was trained on, how it scored against what is served, and why.
 
 Written for every run, promoted or not, so staff can see what a week of labels bought. Charts
-are PNGs next to the Markdown (matplotlib's Agg backend: no display needed on a server).
+are PNGs next to the Markdown, drawn on bare `Figure` objects: pyplot's global state is not
+thread-safe, and a run started from Slack trains in a background thread.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from bot.atomic import atomic_write_bytes, atomic_write_text
+from bot.atomic import atomic_write_text
+from bot.evaluation.charts import save_figure
 from training.evaluate import EvalResult
 from training.gate import GateDecision
 
@@ -20,21 +22,11 @@ LOSS_PNG = "loss_curve.png"
 BARS_PNG = "before_after.png"
 
 
-def _png(fig: Any) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
 def plot_loss_curve(losses: list[tuple[int, float]], path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.add_subplot()
     if losses:
         steps, values = zip(*losses, strict=True)
         ax.plot(steps, values, lw=1, alpha=0.5, label="step loss")
@@ -48,21 +40,18 @@ def plot_loss_curve(losses: list[tuple[int, float]], path: Path) -> None:
     ax.set_ylabel("training loss (assistant tokens)")
     ax.set_title("Fine-tune loss")
     ax.grid(alpha=0.3)
-    atomic_write_bytes(path, _png(fig))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_before_after(results: dict[str, EvalResult], metric: str, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     names = list(results)
     panels = [("perplexity", "held-out perplexity (lower is better)"),
               (metric, f"{metric} (higher is better)"),
               ("degenerate_rate", "degenerate answers (lower is better)")]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.2))
+    fig = Figure(figsize=(10, 3.2))
+    axes = fig.subplots(1, 3)
     colours = ["#9e9e9e", "#64b5f6", "#43a047", "#ef6c00"]
     for ax, (key, title) in zip(axes, panels, strict=True):
         values = [results[n].metric(key) for n in names]
@@ -71,8 +60,7 @@ def plot_before_after(results: dict[str, EvalResult], metric: str, path: Path) -
         ax.set_title(title, fontsize=9)
         ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
-    atomic_write_bytes(path, _png(fig))
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _metrics_table(results: dict[str, EvalResult], metric: str) -> list[str]:

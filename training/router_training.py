@@ -21,6 +21,7 @@ import numpy as np
 
 from bot.config import ROUTES, Settings
 from bot.errors import ConfigError
+from bot.memory.matching import canonical_question
 from bot.router import embed, kb_signal_values, router_registry
 from bot.routing.fit import FitParams, fit_router
 from bot.routing.seed import (
@@ -29,7 +30,6 @@ from bot.routing.seed import (
     Topic,
     load_domain_questions,
     load_seed_topics,
-    normalize_question,
     seed_examples,
 )
 
@@ -134,8 +134,8 @@ def train_router(
     staff_vectors = embed(embedder, [e.text for e in staff]) if staff else np.zeros((0, seed_vectors.shape[1]))
     staff = assign_staff_topics(staff, staff_vectors, topics, seed_vectors, seed, cfg.staff_topic_min_similarity)
     # A staff label overrides a seed example with the same question and another route.
-    staff_routes = {normalize_question(e.text): e.route for e in staff}
-    keep = [i for i, e in enumerate(seed) if staff_routes.get(normalize_question(e.text), e.route) == e.route]
+    staff_routes = {canonical_question(e.text): e.route for e in staff}
+    keep = [i for i, e in enumerate(seed) if staff_routes.get(canonical_question(e.text), e.route) == e.route]
     if len(keep) < len(seed):
         warnings.append(f"{len(seed) - len(keep)} seed example(s) overridden by staff labels with another route")
     examples = [seed[i] for i in keep] + staff

@@ -14,7 +14,8 @@ from bot.atomic import atomic_write_bytes
 from bot.config import ROUTES
 
 
-def _save(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
+    """PNG of a bare `Figure`, written atomically; no pyplot, so any thread may draw."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
@@ -40,7 +41,7 @@ def confusion_chart(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("expected")
     ax.set_title(f"Routing (accuracy {report['routing']['accuracy'] or 0:.0%})")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def quality_chart(report: dict[str, Any], path: Path) -> None:
@@ -62,7 +63,7 @@ def quality_chart(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("expected route")
     ax.set_title("Answer quality")
     ax.legend(fontsize=8, loc="upper right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def latency_chart(report: dict[str, Any], path: Path) -> None:
@@ -81,7 +82,7 @@ def latency_chart(report: dict[str, Any], path: Path) -> None:
     ax.set_xlabel("answered by")
     ax.set_title("Latency per route")
     ax.legend(fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def comparison_chart(comparison: dict[str, Any], path: Path) -> None:
@@ -103,7 +104,7 @@ def comparison_chart(comparison: dict[str, Any], path: Path) -> None:
     ax.set_xlim(0, 1.05)
     ax.set_title("Before and after")
     ax.legend(fontsize=8, loc="lower right")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_charts(report: dict[str, Any], out_dir: Path, comparison: dict[str, Any] | None) -> dict[str, str]:

@@ -107,10 +107,6 @@ def fingerprint(examples: Sequence[Example]) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:10]
 
 
-def normalize_question(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def load_domain_questions(path: Path | None, limit: int = 2000) -> list[str]:
     """User questions of the domain model's training set, for the "domain similarity" signal.
 

@@ -17,9 +17,13 @@ import pytest
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.routing.seed import load_seed_topics, seed_examples
 
 REPO = Path(__file__).resolve().parents[2]
 SEED_FILE = REPO / "data" / "seed_routes.yaml"
+SEED_EXAMPLES = seed_examples(load_seed_topics(SEED_FILE))
+SEED_COUNT = len(SEED_EXAMPLES)
+SEED_BY_ROUTE = {route: sum(e.route == route for e in SEED_EXAMPLES) for route in ("domain", "retrieval", "escalate")}
 
 
 class MemoizingEmbedder:

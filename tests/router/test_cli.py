@@ -14,7 +14,7 @@ import bot.cli.router as cli_router
 from bot.answer import Answer, AskContext
 from bot.config import load_settings
 from bot.conversation_log import ConversationStore
-from tests.router.conftest import SEED_FILE
+from tests.router.conftest import SEED_COUNT, SEED_FILE
 
 
 @pytest.fixture
@@ -50,7 +50,7 @@ def test_train_prints_accuracy_confusion_matrix_and_version(cli: Any) -> None:
     out = " ".join(result.output.split())  # rich wraps lines at the terminal width
     assert "Cross-validated accuracy" in out and "macro-F1" in out
     assert "Confusion matrix" in out and "escalate" in out
-    assert "249 seed, 1 staff" in out
+    assert f"{SEED_COUNT} seed, 1 staff" in out
     assert "Saved router v0001" in out and "promoted" in out
     assert "KB best score and margin" in out
     assert "no domain questions" in out  # the missing domain dataset is reported, not fatal

@@ -13,6 +13,7 @@ from bot.conversation_log import ConversationStore
 from bot.errors import ConfigError
 from bot.router import TopicRouter, router_registry
 from bot.routing.seed import load_seed_topics
+from tests.router.conftest import SEED_BY_ROUTE, SEED_COUNT
 from training.router_training import train_router
 
 # The shop publishes an unboxing guide in knowledge/: arrival questions that the seed file
@@ -45,8 +46,8 @@ def test_staff_route_labels_change_the_decision_after_retraining(
     after = router.decide(NEW_POLICY)
     assert after.route == "retrieval", after
     assert after.router_version == second.version == "v0002"
-    assert first.examples_by_source == {"seed": 249}
-    assert second.examples_by_source == {"seed": 249, "staff": 4}
+    assert first.examples_by_source == {"seed": SEED_COUNT}
+    assert second.examples_by_source == {"seed": SEED_COUNT, "staff": 4}
 
 
 def test_latest_staff_label_wins_and_labels_without_a_route_are_ignored(
@@ -59,8 +60,8 @@ def test_latest_staff_label_wins_and_labels_without_a_route_are_ignored(
     other = store.log_turn("thanks", Answer(text="...", route="domain", confidence=0.9, reason="t"), AskContext())
     store.add_staff_label(other, "U1", "correct")  # no route named: not a routing label
     report = train_router(router_settings, embedder=cached_embedder, store=store)
-    assert report.examples_by_source == {"seed": 249, "staff": 1}
-    assert report.examples_by_route["retrieval"] == 84  # 83 seed + the latest label
+    assert report.examples_by_source == {"seed": SEED_COUNT, "staff": 1}
+    assert report.examples_by_route["retrieval"] == SEED_BY_ROUTE["retrieval"] + 1  # the latest label
 
 
 def test_training_report_has_cross_validated_figures_and_saves_a_version(
@@ -70,8 +71,8 @@ def test_training_report_has_cross_validated_figures_and_saves_a_version(
     # The shipped seed file is good enough to route most unseen questions right.
     assert report.cv_accuracy >= 0.85 and report.cv_macro_f1 >= 0.85
     assert report.routes == ["domain", "retrieval", "escalate"]
-    assert sum(map(sum, report.confusion)) == 249
-    assert [sum(row) for row in report.confusion] == [105, 83, 61]
+    assert sum(map(sum, report.confusion)) == SEED_COUNT
+    assert [sum(row) for row in report.confusion] == list(SEED_BY_ROUTE.values())
     assert report.used_domain_signal and not report.used_kb_signals
     registry = router_registry(router_settings)
     assert [v.version for v in registry.list()] == ["v0001"]
