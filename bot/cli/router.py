@@ -21,11 +21,8 @@ def register(app: typer.Typer) -> None:
 def open_knowledge(settings: Any, embedder: Any) -> Any:
     """The knowledge base for the KB signals, or None (with a warning) when it cannot open:
     routing and training still work on the question alone."""
-    try:
-        from bot.indexing.knowledge_base import KnowledgeBase
-    except ImportError:
-        return None
     from bot.errors import BotError
+    from bot.indexing.knowledge_base import KnowledgeBase
 
     try:
         knowledge = KnowledgeBase(settings, embedder)

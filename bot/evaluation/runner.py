@@ -311,9 +311,3 @@ def run_evaluation(
 def evaluation_size(items: list[EvalItem]) -> int:
     """Answers a run gives: every item, and every follow-up once more on its own."""
     return len(items) + sum(item.turn > 0 for item in items)
-
-
-def results_from_json(rows: list[dict[str, Any]]) -> list[ItemResult]:
-    """Rebuild results from a saved report (used by --compare)."""
-    names = set(ItemResult.__dataclass_fields__)
-    return [ItemResult(**{k: v for k, v in row.items() if k in names}) for row in rows]

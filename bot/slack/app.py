@@ -9,7 +9,6 @@ with its "Thinking…" already shown instead of holding Bolt's threads.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -40,13 +39,6 @@ def load_training_job() -> TrainFn:
     return module.run_training  # type: ignore[no-any-return]
 
 
-def training_job_installed() -> bool:
-    try:
-        return importlib.util.find_spec("training.run") is not None
-    except ImportError:
-        return False
-
-
 @dataclass
 class SlackServices:
     """Everything the listeners share; built once per process, drained on shutdown."""
@@ -63,7 +55,6 @@ class SlackServices:
     knowledge: Any
     memory: Any  # bot.memory.ExpertMemory, or None (memory off, or tests without one)
     load_trainer: Callable[[], TrainFn]
-    trainer_installed: Callable[[], bool]
     listener_executor: ThreadPoolExecutor
     answer_executor: ThreadPoolExecutor
     preview_executor: ThreadPoolExecutor
@@ -91,7 +82,6 @@ def build_services(
     knowledge: Any = None,
     memory: Any = None,
     load_trainer: Callable[[], TrainFn] = load_training_job,
-    trainer_installed: Callable[[], bool] = training_job_installed,
 ) -> SlackServices:
     cfg = settings.slack
     client = client or build_web_client(settings)
@@ -135,7 +125,6 @@ def build_services(
         knowledge=knowledge,
         memory=memory,
         load_trainer=load_trainer,
-        trainer_installed=trainer_installed,
         listener_executor=listener_executor,
         answer_executor=answer_executor,
         preview_executor=preview_executor,

@@ -21,7 +21,7 @@ from bot.llm.gguf_check import write_and_check_gguf
 from bot.llm.lora_gguf import ADAPTER_GGUF
 from bot.models import base_llm_dir, bundled_gguf_path
 from bot.registry import ArtifactRegistry, RegistryError
-from tests.domain.conftest import make_bundled_shaped_adapter
+from bot.testing.tiny_models import make_bundled_shaped_adapter
 
 pytestmark = [
     pytest.mark.real_models,

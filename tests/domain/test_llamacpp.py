@@ -8,7 +8,7 @@ from bot.answer import AskContext
 from bot.answerers.domain_model import build_domain_answerer
 from bot.llm.backend import llama_cpp_available, resolve_backend_name
 from bot.llm.llamacpp import NgramBlocker
-from tests.domain.conftest import make_bundled_shaped_adapter
+from bot.testing.tiny_models import make_bundled_shaped_adapter
 
 QUESTION = "How often should I water a Masdevallia orchid?"
 needs_llama_cpp = pytest.mark.skipif(

@@ -14,7 +14,7 @@ from bot.answer import AskContext
 from bot.answerers.domain_model import build_domain_answerer
 from bot.config import Settings
 from bot.llm.backend import AdapterRef, GenerationParams, llama_cpp_available
-from tests.domain.conftest import make_bundled_shaped_adapter
+from bot.testing.tiny_models import make_bundled_shaped_adapter
 
 pytestmark = pytest.mark.real_models
 

@@ -20,10 +20,10 @@ from bot.conversation_log import ConversationStore
 from bot.pipeline import Pipeline
 from bot.slack.app import build_app, build_services
 from bot.slack.server import HttpSlackServer
+from bot.testing.fake_slack import FakeSlack
 from tests.memory.conftest import RecordingBackend
 from tests.memory.test_expert_memory import CORRECTED, PARAPHRASE, QUESTION
 from tests.slack.conftest import SIGNING_SECRET, STAFF, SignedSender, fake_slack, mention  # noqa: F401
-from tests.slack.fake_slack import FakeSlack
 from tests.slack.test_staff_flagging import _shortcut, _submission
 
 

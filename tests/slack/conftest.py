@@ -24,7 +24,7 @@ from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.slack.app import SlackServices, build_app, build_services
 from bot.slack.server import HttpSlackServer
-from tests.slack.fake_slack import FakeSlack
+from bot.testing.fake_slack import FakeSlack
 
 SIGNING_SECRET = "test-signing-secret"
 STAFF = "USTAFF"
@@ -215,7 +215,7 @@ def slack_harness(settings_factory: Callable[..., Settings], fake_slack: FakeSla
     stores: dict[str, ConversationStore] = {}
 
     def make(*, db: str = "shared", trainer: Callable[..., Any] | None = None, knowledge: Any = None,
-             trainer_installed: bool = True, **overrides: Any) -> SlackHarness:
+             **overrides: Any) -> SlackHarness:
         dotted = {
             "slack.api_base_url": fake_slack.url,
             "slack.staff_user_ids": [STAFF],
@@ -233,7 +233,7 @@ def slack_harness(settings_factory: Callable[..., Settings], fake_slack: FakeSla
             stores[db] = ConversationStore.open(f"sqlite:///{tmp_path / (db + '.db')}")
         store = stores[db]
         pipeline = FakePipeline(store)
-        extra: dict[str, Any] = {"trainer_installed": lambda: trainer_installed}
+        extra: dict[str, Any] = {}
         if trainer is not None:
             extra["load_trainer"] = lambda: trainer
         services = build_services(settings, pipeline, store, knowledge=knowledge, **extra)

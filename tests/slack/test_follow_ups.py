@@ -16,8 +16,8 @@ from bot.conversation_log import ConversationStore
 from bot.pipeline import Pipeline
 from bot.slack.app import build_app, build_services
 from bot.slack.server import HttpSlackServer
+from bot.testing.fake_slack import FakeSlack
 from tests.slack.conftest import SIGNING_SECRET, SignedSender, mention, message
-from tests.slack.fake_slack import FakeSlack
 
 
 class KeywordRouter:

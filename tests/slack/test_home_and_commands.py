@@ -11,7 +11,6 @@ from bot.atomic import atomic_write_json
 from bot.config import Settings
 from bot.registry import ArtifactRegistry
 from bot.slack import ids
-from bot.slack.listeners.commands import TRAINING_MISSING_TEXT
 from bot.slack.middleware import STAFF_ONLY_TEXT
 from tests.slack.conftest import CUSTOMER, STAFF, STAFF_CHANNEL, HarnessFactory, button, mention
 
@@ -112,11 +111,6 @@ def test_train_result_falls_back_to_the_last_run_file(slack_harness: HarnessFact
     [post] = h.fake.calls_to("chat.postMessage")
     assert post.args["channel"] == STAFF  # no staff channel: a DM to whoever asked
     assert "kept the serving model" in post.args["text"] and "F1 did not improve" in post.args["text"]
-
-
-def test_train_command_says_when_training_is_not_installed(slack_harness: HarnessFactory) -> None:
-    h = slack_harness(trainer_installed=False)
-    assert h.send.command("train", STAFF).text == TRAINING_MISSING_TEXT
 
 
 def test_reindex_command_syncs_the_knowledge_base_and_reports(slack_harness: HarnessFactory) -> None:

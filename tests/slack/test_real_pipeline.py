@@ -12,8 +12,8 @@ from bot.pipeline import Pipeline
 from bot.slack import ids
 from bot.slack.app import build_app, build_services
 from bot.slack.server import HttpSlackServer
+from bot.testing.fake_slack import FakeSlack
 from tests.slack.conftest import CUSTOMER, SIGNING_SECRET, SignedSender, button, mention
-from tests.slack.fake_slack import FakeSlack
 
 
 class ShippingRouter:

@@ -20,8 +20,8 @@ from bot.slack.blocks import status_text
 from bot.slack.client import build_web_client, wait_for_slack
 from bot.slack.delivery import DeliveryRetrier
 from bot.slack.status import collect_status
+from bot.testing.fake_slack import FakeSlack
 from tests.slack.conftest import HarnessFactory, mention
-from tests.slack.fake_slack import FakeSlack
 
 FAST_DELIVERY = {
     "slack__delivery_retry_s": 0.5,

@@ -15,8 +15,8 @@ from bot.conversation_log import ConversationStore
 from bot.pipeline import Pipeline
 from bot.slack.app import build_app, build_services
 from bot.slack.server import run_socket_mode
+from bot.testing.fake_slack import FakeSlack
 from tests.slack.conftest import mention
-from tests.slack.fake_slack import FakeSlack
 from tests.slack.fake_socket_mode import FakeSocketMode
 from tests.slack.test_follow_ups import KeywordRouter, Recording
 

@@ -30,10 +30,6 @@ HELP_TEXT = (
     "• `train`: start a training run in the background; the result is posted when it ends "
     "(`train force` runs even with few new labels)"
 )
-TRAINING_MISSING_TEXT = (
-    "Training is not installed in this deployment (the `training` package could not be imported). "
-    "Run `supportbot train` where the training dependencies are installed."
-)
 
 
 def training_outcome_text(outcome: Any, already_told: list[str], last: TrainingRun | None) -> str:
@@ -87,8 +83,6 @@ def register(app: App, services: SlackServices) -> None:
                 f"A training run started by <@{running.started_by}> at "
                 f"{running.started_at:%H:%M} UTC is still running; its result will be posted when it ends."
             )
-        if not services.trainer_installed():
-            return TRAINING_MISSING_TEXT
         report = report_to(user)
         told: list[str] = []
 
@@ -98,11 +92,7 @@ def register(app: App, services: SlackServices) -> None:
 
         def work() -> str:
             # Imported here, off the 3-second ack path: the training stack loads torch.
-            try:
-                run_training = services.load_trainer()
-            except ImportError:
-                log.exception("cannot import the training job")
-                return TRAINING_MISSING_TEXT
+            run_training = services.load_trainer()
             extra = {"force": True} if force else {}
             outcome = run_training(services.settings, notify=notify, **extra)
             return training_outcome_text(outcome, told, read_last_training_run(last_run_path(services.settings)))
