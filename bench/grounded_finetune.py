@@ -216,9 +216,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from bot.atomic import atomic_write_text
     from bot.evaluation.metrics import rouge_l, token_f1
+    from bot.indexing.embedding import embed
     from bot.memory.matching import canonical_question
     from bot.models import base_llm_dir, configure_torch_threads, force_offline, load_embedder
-    from bot.router import embed
     from training.grounding import Grounder, MemoryNote
 
     force_offline()

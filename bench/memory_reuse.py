@@ -91,9 +91,9 @@ def embed_cached(texts: list[str], embedder: Any, side: str, key: str) -> np.nda
     with normalisation); side "query": as a customer's question is embedded at query time
     (`QueryEncoder`, float32 weights)."""
     from bot.config import Settings
+    from bot.indexing.embedding import embed
     from bot.models import embedder_path
     from bot.query_encoder import QueryEncoder
-    from bot.router import embed
 
     model_key = hashlib.sha256(str(embedder_path(Settings())).encode()).hexdigest()[:8]
     path = CACHE / f"memory-reuse-{side}-{key}-canonical-{model_key}-{len(texts)}.npy"

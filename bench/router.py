@@ -73,9 +73,9 @@ def embeddings_for(texts: list[str], embedder: Any, precision: str | None = None
     `precision` None: the embedder itself (how labelled examples are stored); "int8"/"float32":
     the router's question encoder (`router.query_precision`)."""
     from bot.config import Settings
+    from bot.indexing.embedding import embed
     from bot.models import embedder_path
     from bot.query_encoder import QueryEncoder
-    from bot.router import embed
 
     key = hashlib.sha256(("\n".join(texts) + str(embedder_path(Settings()))).encode()).hexdigest()[:12]
     path = CACHE / (f"banking77-minilm-{key}.npy" if precision is None else f"banking77-query-{precision}-{key}.npy")
@@ -263,7 +263,8 @@ def measure_latency(bench: Bench, embedder: Any, tr: np.ndarray, questions: list
     import torch
 
     from bot.config import load_settings
-    from bot.router import TopicRouter, embed, router_registry
+    from bot.indexing.embedding import embed
+    from bot.router import TopicRouter, router_registry
 
     model = bench.fit_ours(tr)
     timings: dict[str, list[float]] = {"int8": [], "float32": [], "embed": []}

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.conversation_log.opening import open_store
 from bot.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -35,14 +36,6 @@ class Runtime:
                 closer()
             except Exception:  # closing must not hide the real outcome
                 log.exception("error while shutting down")
-
-
-def open_store(settings: Settings) -> ConversationStore:
-    """Open the conversation log after checking its folder; the file itself is checked as it opens."""
-    from bot.state_check import check_state_at_start
-
-    check_state_at_start(settings, knowledge_index=False, registries=False)
-    return ConversationStore.open(settings.database_url, echo=settings.database.echo)
 
 
 def build_runtime(
@@ -153,8 +146,8 @@ def build_expert_memory(settings: Settings, store: ConversationStore, embedder: 
     base's query encoder (float32, the same vectors), which also remembers it for a while."""
     if not settings.memory.enabled:
         return None
+    from bot.indexing.embedding import embed
     from bot.memory import ExpertMemory
-    from bot.router import embed
 
     memory = ExpertMemory(
         settings, store, lambda texts: embed(embedder, list(texts)), knowledge.embed_query, knowledge.fingerprint()

@@ -70,7 +70,7 @@ class QueryEncoder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         if not self._direct:
-            from bot.router import embed
+            from bot.indexing.embedding import embed
 
             return embed(self.embedder, texts)
         import torch

@@ -22,6 +22,7 @@ import numpy as np
 
 from bot.answer import RouteDecision
 from bot.config import ROUTES, Route, Settings
+from bot.indexing.embedding import embed, embedding_dimension
 from bot.query_encoder import QueryEncoder
 from bot.registry import ArtifactRegistry
 from bot.routing.model import RouterFileError, TopicRouterModel, scope_guard
@@ -34,23 +35,6 @@ ZERO_SHOT_PREFIX = "zero-shot"
 
 def router_registry(settings: Settings) -> ArtifactRegistry:
     return ArtifactRegistry(settings.state_dir / "routers")
-
-
-def embed(embedder: Any, texts: list[str], batch_size: int = 64) -> np.ndarray:
-    """Unit-length float32 embeddings, so a dot product is a cosine similarity."""
-    vectors = embedder.encode(
-        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
-        show_progress_bar=False,
-    )
-    return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
-
-
-def embedding_dim(embedder: Any) -> int | None:
-    getter = getattr(embedder, "get_embedding_dimension", None) or getattr(
-        embedder, "get_sentence_embedding_dimension", None
-    )
-    dim = getter() if callable(getter) else None
-    return int(dim) if dim else None
 
 
 def build_zero_shot_model(settings: Settings, embedder: Any) -> TopicRouterModel:
@@ -129,7 +113,7 @@ class TopicRouter:
 
     def _load_version(self, version: str) -> _Serving:
         info = self.registry.get(version)
-        model = TopicRouterModel.load(info.path, expected_dim=embedding_dim(self.embedder))
+        model = TopicRouterModel.load(info.path, expected_dim=embedding_dimension(self.embedder))
         log.info("router %s loaded (%d topics, %d examples)", version, len(model.topics),
                  len(model.example_texts))
         return _Serving(model, version)

@@ -21,8 +21,9 @@ import numpy as np
 
 from bot.config import ROUTES, Settings
 from bot.errors import ConfigError
+from bot.indexing.embedding import embed
 from bot.memory.matching import canonical_question
-from bot.router import embed, kb_signal_values, router_registry
+from bot.router import kb_signal_values, router_registry
 from bot.routing.fit import FitParams, fit_router
 from bot.routing.seed import (
     STAFF_TOPIC_PREFIX,

@@ -100,7 +100,7 @@ def run_training(
     owns_store = store is None
     try:
         if store is None:
-            from bot.factory import open_store
+            from bot.conversation_log.opening import open_store
 
             store = open_store(settings)
         return _run_locked(settings, store, notify, force, progress)

@@ -21,16 +21,10 @@ from bot import metrics
 from bot.answer import AskContext, Draft, PartialCallback
 from bot.config import Route, Settings
 from bot.errors import AnswererUnavailable, BotError
-from bot.llm.backend import (
-    BASE_VERSION,
-    AdapterRef,
-    GenerationParams,
-    GenerationResult,
-    LoadedModel,
-    select_backend,
-)
+from bot.llm.backend import BASE_VERSION, AdapterRef, GenerationParams, GenerationResult, LoadedModel
 from bot.llm.contact_guard import ContactAllowlist, remove_invented_contacts
 from bot.llm.guard import GuardPolicy, clean_partial, finalize_answer, should_stop_early
+from bot.llm.selection import select_backend
 from bot.memory.framing import similar_answer_text
 from bot.memory.grounding import grounded_messages
 from bot.memory.matching import is_similar_match, is_verified_match

@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
 
 
 def evaluate(
+    ctx: typer.Context,
     testset: Annotated[Path, typer.Argument(help="JSONL test set: question, expected_route, reference, expected_source.")],
     out: Annotated[
         Path | None, typer.Option("--out", help="Report folder (default: <state_dir>/eval/<timestamp>).")
@@ -40,12 +41,12 @@ def evaluate(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from bot.cli.main import console, err_console, state
+    from bot.cli.context import cli_context, console, err_console
     from bot.evaluation.report import compare_reports, load_report, summarize, write_report
     from bot.evaluation.runner import evaluation_size, load_testset, run_evaluation
     from bot.factory import build_runtime
 
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     threshold = settings.domain.degenerate_ngram_ratio if degenerate_threshold is None else degenerate_threshold
     old_report = load_report(compare) if compare is not None else None  # fail before loading models
     items, problems = load_testset(testset)
@@ -61,7 +62,7 @@ def evaluate(
     # While the bar runs it is the output: per-answer INFO lines would bury it (-v keeps them).
     bot_log = logging.getLogger("bot")
     previous_level = bot_log.level
-    if not state.verbose:
+    if not cli_context(ctx).verbose:
         bot_log.setLevel(logging.WARNING)
     try:
         with Progress(

@@ -13,34 +13,35 @@ from typing import Annotated, Any
 
 import typer
 
+from bot.config import Settings
+
 
 def register(app: typer.Typer) -> None:
     app.command("index")(index)
     app.command("search")(search)
 
 
-def _open_knowledge_base() -> Any:
-    from bot.cli.main import state
+def _open_knowledge_base(settings: Settings) -> Any:
     from bot.indexing.knowledge_base import KnowledgeBase
     from bot.models import force_offline, load_embedder
     from bot.state_check import check_state_at_start
 
     force_offline()
-    settings = state.settings()
     check_state_at_start(settings, conversation_log=False, registries=False)
     return KnowledgeBase(settings, load_embedder(settings))
 
 
 def index(
+    ctx: typer.Context,
     full: Annotated[bool, typer.Option("--full", help="Drop the index and rebuild it from every file.")] = False,
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit with status 1 when any file was skipped (for CI checks).")
     ] = False,
 ) -> None:
     """Index the knowledge folder: only new and changed files are embedded; removed files are dropped."""
-    from bot.cli.main import console
+    from bot.cli.context import cli_context, console
 
-    kb = _open_knowledge_base()
+    kb = _open_knowledge_base(cli_context(ctx).settings())
     try:
         report = kb.sync(progress=sys.stderr.isatty(), full=full)
     finally:
@@ -60,14 +61,15 @@ def index(
 
 
 def search(
+    ctx: typer.Context,
     query: Annotated[str, typer.Argument(help="What a customer would ask, or an exact code such as a SKU.")],
     k: Annotated[int | None, typer.Option("-k", "--top", min=1, help="How many chunks to show (default knowledge.top_k).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Show the best-matching chunks with their scores and citations (does not re-index)."""
-    from bot.cli.main import console, err_console
+    from bot.cli.context import cli_context, console, err_console
 
-    kb = _open_knowledge_base()
+    kb = _open_knowledge_base(cli_context(ctx).settings())
     try:
         hits = kb.search(query, k)
         empty = len(kb) == 0

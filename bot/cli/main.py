@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from bot.config import Settings, load_settings
+from bot.cli.context import CliContext, cli_context, console
+from bot.config import Settings
 from bot.errors import BotError
-from bot.masking import MaskUrlPasswords, mask_secrets_in_text
+from bot.masking import mask_secrets_in_text
 
 app = typer.Typer(
     name="supportbot",
@@ -29,54 +29,25 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect and validate the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-console = Console()
-err_console = Console(stderr=True)
-
-
-class State:
-    config_path: Path | None = None
-    verbose: bool = False
-    _settings: Settings | None = None
-
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(self.config_path)
-            setup_logging(self._settings.app.log_level if not self.verbose else "DEBUG")
-        return self._settings
-
-
-state = State()
-
-
-def setup_logging(level: str) -> None:
-    """Log to stderr; every record passes `MaskUrlPasswords`, so no URL password reaches a log."""
-    from rich.logging import RichHandler
-
-    handler = RichHandler(console=err_console, show_path=False, rich_tracebacks=False)
-    handler.addFilter(MaskUrlPasswords())
-    logging.basicConfig(level=level, format="%(message)s", datefmt="[%X]", handlers=[handler], force=True)
-    for noisy in ("httpx", "chromadb", "sentence_transformers", "urllib3", "transformers", "sanic"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
-
-
 @app.callback()
 def main_options(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="Path to config.toml (default: $SUPPORTBOT_CONFIG or ./config.toml)."),
     ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
-    state.config_path = config
-    state.verbose = verbose
+    ctx.obj = CliContext(config_path=config, verbose=verbose)
 
 
 @config_app.command("check")
 def config_check(
+    ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the effective config as JSON.")] = False,
 ) -> None:
     """Validate the configuration and print the effective values, secrets masked."""
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     data = settings.masked()
     if as_json:
         console.print_json(json.dumps(data))
@@ -109,6 +80,7 @@ def _print_answer(answer: Any) -> None:
 
 @app.command()
 def ask(
+    ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The customer's question.")],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output for scripts.")] = False,
     user: Annotated[str, typer.Option(help="User id to log the turn under.")] = "cli",
@@ -117,7 +89,7 @@ def ask(
     from bot.answer import AskContext
     from bot.factory import build_runtime
 
-    runtime = build_runtime(state.settings(), watch=False)
+    runtime = build_runtime(cli_context(ctx).settings(), watch=False)
     try:
         answer = runtime.pipeline.answer(question, AskContext(channel="cli", user=user, history="none"))
     finally:
@@ -129,9 +101,9 @@ def ask(
 
 
 @app.command()
-def chat() -> None:
+def chat(ctx: typer.Context) -> None:
     """Interactive console chat on the same pipeline as Slack (type 'exit' or Ctrl-D to quit)."""
-    run_console_chat(state.settings())
+    run_console_chat(cli_context(ctx).settings())
 
 
 def run_console_chat(settings: Settings) -> None:
@@ -176,13 +148,13 @@ def run_console_chat(settings: Settings) -> None:
 
 
 @app.command()
-def prepare() -> None:
+def prepare(ctx: typer.Context) -> None:
     """Check the offline models and convert the bundled GGUF once (Docker builds run this)."""
     import time
 
     from bot.models import base_llm_dir, force_offline, load_embedder
 
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     force_offline()
     started = time.perf_counter()
     load_embedder(settings)
@@ -195,9 +167,9 @@ def prepare() -> None:
 
 
 @app.command()
-def serve() -> None:
+def serve(ctx: typer.Context) -> None:
     """Run the bot: in Slack when Slack tokens are set, otherwise the console chat."""
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     secrets = settings.secrets
     if secrets.slack_bot_token is None:
         logging.getLogger(__name__).warning(

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bot.config import Settings
 from bot.errors import BotError
 
 
@@ -25,15 +26,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(group, name="memory")
 
 
-def _open_memory() -> tuple[Any, Any, Any]:
+def _open_memory(settings: Settings) -> tuple[Any, Any, Any]:
     """The store, the memory (synced now) and the knowledge base whose query vectors it shares."""
-    from bot.cli.main import state
-    from bot.factory import build_expert_memory, open_store
+    from bot.conversation_log.opening import open_store
+    from bot.factory import build_expert_memory
     from bot.indexing.knowledge_base import KnowledgeBase
     from bot.models import force_offline, load_embedder
 
     force_offline()
-    settings = state.settings()
     if not settings.memory.enabled:
         raise BotError("memory.enabled is false: the expert memory is off (set it to true in config.toml)")
     store = open_store(settings)
@@ -48,13 +48,14 @@ def _short(text: str, limit: int = 110) -> str:
 
 
 def list_entries(
+    ctx: typer.Context,
     source: Annotated[str, typer.Option(help="Only entries from: seed, correction or confirmed.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
     """Every entry: staff corrections and confirmed answers first, then the seed file's."""
-    from bot.cli.main import console
+    from bot.cli.context import cli_context, console
 
-    store, memory, knowledge = _open_memory()
+    store, memory, knowledge = _open_memory(cli_context(ctx).settings())
     try:
         entries = [e for e in memory.entries() if not source or e.source == source]
     finally:
@@ -72,15 +73,16 @@ def list_entries(
 
 
 def search(
+    ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="A customer question.")],
     k: Annotated[int, typer.Option("-k", help="How many entries to show.")] = 5,
 ) -> None:
     """The entries nearest a question, and how the bot would answer it from them."""
-    from bot.cli.main import console, state
+    from bot.cli.context import cli_context, console
     from bot.memory.matching import is_similar_match, is_verified_match, missing_subjects, uncovered_words
 
-    settings = state.settings()
-    store, memory, knowledge = _open_memory()
+    settings = cli_context(ctx).settings()
+    store, memory, knowledge = _open_memory(settings)
     try:
         found = memory.lookup(question, k, k_answers=1)
         vocabulary = memory.vocabulary
@@ -118,11 +120,12 @@ def search(
 
 
 def remove(
+    ctx: typer.Context,
     entry_id: Annotated[str, typer.Argument(help="An entry id from `memory list`, e.g. turn:42.")],
     staff: Annotated[str, typer.Option(help="Who removes it (recorded in the log).")] = "cli",
 ) -> None:
     """Withdraw a staff entry: the turn's label is retracted, so training leaves it out too."""
-    from bot.cli.main import console
+    from bot.cli.context import cli_context, console
 
     if entry_id.startswith("seed:"):
         raise BotError(f"{entry_id} comes from training.seed_dataset: delete or fix its line there "
@@ -130,7 +133,7 @@ def remove(
     if not entry_id.startswith("turn:") or not entry_id[5:].isdigit():
         raise BotError(f"{entry_id!r} is not an entry id; `supportbot memory list` shows them (turn:<id>)")
     turn_id = int(entry_id[5:])
-    store, memory, knowledge = _open_memory()
+    store, memory, knowledge = _open_memory(cli_context(ctx).settings())
     try:
         if entry_id not in {e.entry_id for e in memory.entries()}:
             raise BotError(f"{entry_id} is not in the expert memory (already removed, or never vouched for)")

@@ -23,14 +23,14 @@ def _metric(meta: dict[str, Any], name: str) -> str:
 
 
 @model_app.command("list")
-def list_versions() -> None:
+def list_versions(ctx: typer.Context) -> None:
     """Show every adapter version with its metrics and gate verdict; * marks the served one."""
     from rich.table import Table
 
-    from bot.cli.main import console, state
+    from bot.cli.context import cli_context, console
     from training.run import adapter_registry
 
-    registry = adapter_registry(state.settings())
+    registry = adapter_registry(cli_context(ctx).settings())
     versions = registry.list()
     if not versions:
         console.print("no adapter versions yet: run `supportbot train run` (the base model is served)")
@@ -61,24 +61,24 @@ def list_versions() -> None:
 
 
 @model_app.command("promote")
-def promote(version: Annotated[str, typer.Argument(help="Version to serve, e.g. v0003.")]) -> None:
+def promote(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Version to serve, e.g. v0003.")]) -> None:
     """Serve VERSION (even one the gate rejected, never one whose GGUF copy failed its check).
 
     The running bot hot-reloads it.
     """
-    from bot.cli.main import console, state
+    from bot.cli.context import cli_context, console
     from training.run import adapter_registry
 
-    registry = adapter_registry(state.settings())
+    registry = adapter_registry(cli_context(ctx).settings())
     registry.promote(version)
     console.print(f"[green]serving {version}[/green]")
 
 
 @model_app.command("rollback")
-def rollback() -> None:
+def rollback(ctx: typer.Context) -> None:
     """Serve the version promoted before the current one (or the base model if none)."""
-    from bot.cli.main import console, state
+    from bot.cli.context import cli_context, console
     from training.run import adapter_registry
 
-    previous = adapter_registry(state.settings()).rollback()
+    previous = adapter_registry(cli_context(ctx).settings()).rollback()
     console.print(f"[green]serving {previous or 'the base model (no adapter)'}[/green]")

@@ -36,18 +36,19 @@ def _who(slack_user: str, rasa_sender: str) -> tuple[str, str]:
 
 
 def forget(
+    ctx: typer.Context,
     slack_user: SlackUser = "",
     rasa_sender: RasaSender = "",
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Erase one customer's data from the log, the expert memory and the state directory."""
-    from bot.cli.main import console, state
-    from bot.factory import open_store
+    from bot.cli.context import cli_context, console
+    from bot.conversation_log.opening import open_store
     from bot.privacy import forget_person
 
     channel, user_id = _who(slack_user, rasa_sender)
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     if not yes and not typer.confirm(f"Erase everything the bot holds about {channel} user {user_id}?"):
         raise typer.Exit(1)
     store = open_store(settings)
@@ -88,18 +89,19 @@ def forget(
 
 
 def export(
+    ctx: typer.Context,
     slack_user: SlackUser = "",
     rasa_sender: RasaSender = "",
     out: Annotated[Path | None, typer.Option("--out", help="Write the JSON here instead of printing it.")] = None,
 ) -> None:
     """Everything the bot holds about one customer, as JSON (their turns, votes, labels on their turns)."""
     from bot.atomic import atomic_write_text
-    from bot.cli.main import console, state
-    from bot.factory import open_store
+    from bot.cli.context import cli_context, console
+    from bot.conversation_log.opening import open_store
     from bot.privacy import export_person
 
     channel, user_id = _who(slack_user, rasa_sender)
-    store = open_store(state.settings())
+    store = open_store(cli_context(ctx).settings())
     try:
         data = export_person(store, channel, user_id)
     finally:

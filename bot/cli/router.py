@@ -41,6 +41,7 @@ def _close(resource: Any) -> None:
 
 @router_app.command("train")
 def train(
+    ctx: typer.Context,
     no_promote: Annotated[
         bool, typer.Option("--no-promote", help="Save the new version without serving it.")
     ] = False,
@@ -49,12 +50,12 @@ def train(
 ) -> None:
     """Retrain from the seed file and staff route labels; report cross-validated accuracy,
     the per-route confusion matrix, and the version saved (the running bot picks it up)."""
-    from bot.cli.main import console, state
-    from bot.factory import open_store
+    from bot.cli.context import cli_context, console
+    from bot.conversation_log.opening import open_store
     from bot.models import force_offline, load_embedder
     from training.router_training import train_router
 
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     force_offline()
     with console.status("Loading the embedder...") as status:
         embedder = load_embedder(settings)
@@ -108,16 +109,17 @@ def print_training_report(console: Any, report: Any) -> None:
 
 @router_app.command("explain")
 def explain(
+    ctx: typer.Context,
     question: Annotated[str, typer.Argument(help="The customer's question.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanation as JSON.")] = False,
     no_kb: Annotated[bool, typer.Option("--no-kb", help="Skip the knowledge-base signals.")] = False,
 ) -> None:
     """Show the route probabilities, the topics and examples that matched, and the signals."""
-    from bot.cli.main import console, state
+    from bot.cli.context import cli_context, console
     from bot.models import force_offline, load_embedder
     from bot.router import TopicRouter
 
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     force_offline()
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")

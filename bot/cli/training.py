@@ -19,6 +19,7 @@ def register(app: typer.Typer) -> None:
 
 @train_app.command("export")
 def export(
+    ctx: typer.Context,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder to write (default: "
                                              "<state_dir>/training/export).")] = None,
 ) -> None:
@@ -27,11 +28,11 @@ def export(
     Reads staff-labeled turns from the conversation log plus training.seed_dataset. Nothing is
     trained; use this to review what the next run would learn from.
     """
-    from bot.cli.main import console, state
-    from bot.factory import open_store
+    from bot.cli.context import cli_context, console
+    from bot.conversation_log.opening import open_store
     from training.dataset import export_dataset, render_data_report
 
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     target = out or settings.state_dir / "training" / "export"
     store = open_store(settings)
     try:
@@ -44,6 +45,7 @@ def export(
 
 @train_app.command("run")
 def run(
+    ctx: typer.Context,
     force: Annotated[bool, typer.Option("--force", help="Train even if fewer than training.min_new_labels "
                                         "new staff labels arrived since the last run.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
@@ -53,10 +55,10 @@ def run(
     The candidate adapter is promoted only if it beats the served one (see the [training] gate
     settings); either way a report is written. Exit code 0 when promoted or kept, 1 on failure.
     """
-    from bot.cli.main import console, state
+    from bot.cli.context import cli_context, console
     from training.run import run_training
 
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     outcome = run_training(settings, force=force, progress=sys.stderr.isatty())
     if as_json:
         sys.stdout.write(json.dumps({
@@ -75,6 +77,7 @@ def run(
 
 @train_app.command("schedule")
 def schedule(
+    ctx: typer.Context,
     once: Annotated[bool, typer.Option("--once", help="Check once now and exit (for an external "
                                        "cron or a Kubernetes CronJob).")] = False,
 ) -> None:
@@ -82,10 +85,10 @@ def schedule(
 
     Runs until Ctrl-C. Results go to slack.staff_channel when SLACK_BOT_TOKEN is set.
     """
-    from bot.cli.main import console, state
+    from bot.cli.context import cli_context, console
     from training.scheduler import run_schedule, run_scheduled_check, slack_notifier
 
-    settings = state.settings()
+    settings = cli_context(ctx).settings()
     notify = slack_notifier(settings)
     if once:
         outcome = run_scheduled_check(settings, notify=notify)

@@ -1,4 +1,4 @@
-"""Embedding helpers shared by indexing and search.
+"""Embedding helpers shared by indexing, search, routing, the expert memory and training.
 
 Indexing embeds thousands of chunks and wants every core; a search embeds one short question,
 gains nothing from several threads, and on a busy CPU waits for all of them.
@@ -10,6 +10,8 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 _THREADS_LOCK = threading.Lock()
 
@@ -38,6 +40,20 @@ def limited_torch_threads(limit: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def embedding_dimension(embedder: Any) -> int:
-    getter = getattr(embedder, "get_embedding_dimension", None) or embedder.get_sentence_embedding_dimension
-    return int(getter())
+def embed(embedder: Any, texts: list[str], batch_size: int = 64) -> np.ndarray:
+    """Unit-length float32 embeddings, so a dot product is a cosine similarity."""
+    vectors = embedder.encode(
+        texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+        show_progress_bar=False,
+    )
+    return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+
+
+def embedding_dimension(embedder: Any) -> int | None:
+    """The embedder's vector size; None when it does not say (a saved router then skips the
+    dimension check, and the knowledge base refuses to index)."""
+    getter = getattr(embedder, "get_embedding_dimension", None) or getattr(
+        embedder, "get_sentence_embedding_dimension", None
+    )
+    dim = getter() if callable(getter) else None
+    return int(dim) if dim else None

@@ -28,7 +28,7 @@ import numpy as np
 from bot.answer import Source
 from bot.atomic import atomic_write_json
 from bot.config import Settings
-from bot.errors import ConfigError
+from bot.errors import BotError, ConfigError
 from bot.indexing.chroma_store import ChromaCollection, StoredChunk, complete_versions, open_client
 from bot.indexing.chunking import chunk_document, text_for_matching
 from bot.indexing.documents import SUPPORTED_SUFFIXES, DocumentError, parse_document
@@ -391,7 +391,11 @@ class KnowledgeBase:
         known = {i: reusable[m["text_sha"]] for i, m in enumerate(metas) if m["text_sha"] in reusable}
         found = store.embeddings(list(set(known.values()))) if known else {}
         todo = [i for i in range(len(matching)) if known.get(i) not in found]
-        vectors = np.zeros((len(matching), embedding_dimension(self.embedder)), dtype=np.float32)
+        dim = embedding_dimension(self.embedder)
+        if dim is None:
+            raise BotError("the embedder does not report its vector size (models.embedder_path: use a "
+                           "sentence-transformers model)")
+        vectors = np.zeros((len(matching), dim), dtype=np.float32)
         for i, chunk_id in known.items():
             if chunk_id in found:
                 vectors[i] = found[chunk_id]

@@ -6,8 +6,9 @@ import pytest
 
 from bot.answer import AskContext
 from bot.answerers.domain_model import build_domain_answerer
-from bot.llm.backend import llama_cpp_available, resolve_backend_name
+from bot.llm.backend import llama_cpp_available
 from bot.llm.llamacpp import NgramBlocker
+from bot.llm.selection import resolve_backend_name
 from bot.testing.tiny_models import make_bundled_shaped_adapter
 
 QUESTION = "How often should I water a Masdevallia orchid?"

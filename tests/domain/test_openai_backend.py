@@ -11,8 +11,8 @@ from bot.answerers.domain_model import DomainAnswerer
 from bot.answerers.escalation import EscalationAnswerer
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable, ConfigError
-from bot.llm.backend import select_backend
 from bot.llm.openai_server import OpenAIServerBackend
+from bot.llm.selection import select_backend
 from bot.pipeline import Pipeline
 
 QUESTION = "How often should I water a Masdevallia orchid?"

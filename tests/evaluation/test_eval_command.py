@@ -13,7 +13,8 @@ import pytest
 import bot.factory
 from bot.cli import main as cli
 from bot.config import Settings
-from bot.factory import Runtime, open_store
+from bot.conversation_log.opening import open_store
+from bot.factory import Runtime
 from tests.evaluation.conftest import TESTSET, scripted_pipeline, write_testset
 
 
@@ -28,7 +29,6 @@ def fake_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Settings]]:
         return Runtime(settings, store, scripted_pipeline(settings, store), None, None, None, [store.close])
 
     monkeypatch.setattr(bot.factory, "build_runtime", build_runtime)
-    monkeypatch.setattr(cli.state, "_settings", None)
     yield built
 
 

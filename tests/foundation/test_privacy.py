@@ -75,9 +75,9 @@ def test_retention_deletes_exactly_the_turns_older_than_the_limit_on_postgres(
 def test_forget_erases_every_copy_of_a_persons_words_and_keeps_everyone_elses(
     settings_factory: Callable[..., Settings], embedder: object, tmp_path: Path,
 ) -> None:
+    from bot.indexing.embedding import embed
     from bot.memory import ExpertMemory
     from bot.registry import ArtifactRegistry
-    from bot.router import embed
     from training.dataset import export_dataset
     from training.router_training import train_router
 

@@ -11,19 +11,18 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.cli.main import app, state
+from bot.cli.main import app
 from tests.knowledge.conftest import REPO
 
 
 @pytest.fixture
-def run_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str]]:
+def run_cli(tmp_path: Path) -> Callable[..., tuple[int, str]]:
     shutil.copytree(REPO / "knowledge", tmp_path / "knowledge")
     config = tmp_path / "config.toml"
     config.write_text('[app]\nstate_dir = "var"\n[knowledge]\ndir = "knowledge"\n', encoding="utf-8")
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str]:
-        monkeypatch.setattr(state, "_settings", None)  # each invocation reads its config afresh
         result = runner.invoke(app, ["--config", str(config), *args], env={"COLUMNS": "300"})
         return result.exit_code, result.output
 

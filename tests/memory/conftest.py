@@ -13,9 +13,9 @@ import pytest
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.indexing.embedding import embed
 from bot.llm.backend import AdapterRef, GenerationParams, GenerationResult
 from bot.memory import ExpertMemory
-from bot.router import embed
 
 SEED = [
     ("How often should I water a Masdevallia orchid?",

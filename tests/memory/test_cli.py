@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.answer import Answer, AskContext
-from bot.cli.main import app, state
+from bot.cli.main import app
 from bot.conversation_log import ConversationStore
 from tests.memory.conftest import SEED, write_seed
 
@@ -17,7 +17,7 @@ CORRECTION = "Cut black pitchers off at the base; they are old, not sick."
 
 
 @pytest.fixture
-def memory_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., tuple[int, str, BaseException | None]]:
+def memory_cli(tmp_path: Path) -> Callable[..., tuple[int, str, BaseException | None]]:
     seed = write_seed(tmp_path / "seed.jsonl", SEED)
     (tmp_path / "knowledge").mkdir()
     config = tmp_path / "config.toml"
@@ -26,7 +26,6 @@ def memory_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[...,
     runner = CliRunner()
 
     def run(*args: str) -> tuple[int, str, BaseException | None]:
-        monkeypatch.setattr(state, "_settings", None)
         result = runner.invoke(app, ["--config", str(config), "memory", *args], env={"COLUMNS": "300"})
         return result.exit_code, result.output, result.exception
 

@@ -11,7 +11,8 @@ from typing import Any
 import bot.factory
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
-from bot.factory import Runtime, open_store
+from bot.conversation_log.opening import open_store
+from bot.factory import Runtime
 from bot.pipeline import Pipeline
 from tests.rasa.conftest import CannedAnswerer, KeywordRouter
 

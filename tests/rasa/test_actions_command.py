@@ -88,7 +88,6 @@ def test_actions_command_reports_a_busy_port_without_loading_models(
 
     loaded: list[object] = []
     monkeypatch.setattr(bot.factory, "build_runtime", lambda *a, **k: loaded.append(a))
-    monkeypatch.setattr(cli.state, "_settings", None)
     config = tmp_path / "cli.toml"
     config.write_text(f'[app]\nstate_dir = "{tmp_path / "var"}"\n', encoding="utf-8")
     with socket.socket() as holder:

@@ -27,11 +27,9 @@ def cli(tmp_path: Path, cached_embedder: Any, fake_kb: Any, monkeypatch: pytest.
     )
     monkeypatch.setattr("bot.models.load_embedder", lambda settings: cached_embedder)
     monkeypatch.setattr(cli_router, "open_knowledge", lambda settings, embedder: fake_kb)
-    monkeypatch.setattr(cli_main.state, "_settings", None)
     runner = CliRunner()
 
     def invoke(*args: str) -> Any:
-        monkeypatch.setattr(cli_main.state, "_settings", None)
         return runner.invoke(cli_main.app, ["--config", str(config), "router", *args])
 
     invoke.settings = lambda: load_settings(config, env={})  # type: ignore[attr-defined]

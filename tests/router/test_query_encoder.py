@@ -9,8 +9,9 @@ import pytest
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.indexing.embedding import embed
 from bot.query_encoder import QueryEncoder
-from bot.router import build_router, embed
+from bot.router import build_router
 from tests.router.test_routing import CLEAR
 from training.router_training import train_router
 

@@ -16,14 +16,13 @@ from training.run import TrainingOutcome
 
 
 @pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def cli(tmp_path: Path) -> Any:
     seed = write_seed(tmp_path / "seed.jsonl")
     config = tmp_path / "config.toml"
     config.write_text(f'[app]\nstate_dir = "{tmp_path / "var"}"\n[training]\nseed_dataset = "{seed}"\n')
     runner = CliRunner()
 
     def invoke(*args: str) -> Any:
-        monkeypatch.setattr(cli_main.state, "_settings", None)
         return runner.invoke(cli_main.app, ["--config", str(config), *args])
 
     return invoke

@@ -14,9 +14,9 @@ from bot.answer import AskContext
 from bot.answerers.domain_model import DomainAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.indexing.embedding import embed
 from bot.memory import ExpertMemory
 from bot.memory.grounding import GROUNDING_HEADER, Note
-from bot.router import embed
 from tests.memory.conftest import SEED, RecordingBackend, write_seed
 from tests.training.conftest import add_labeled_turn
 from training.dataset import Example, export_dataset, read_jsonl_examples
