@@ -24,7 +24,8 @@ from collections import deque
 from collections.abc import Callable
 
 from bot.config import SECRET_ENV, Secrets, Settings
-from training.run import adapter_registry, read_last_run
+from bot.training_record import TrainingRun, last_training_run
+from training.run import adapter_registry
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ def needs_seed_adapter(settings: Settings) -> bool:
     is in `supportbot train status`, and `supportbot train run` tries again."""
     if not settings.training.seed_adapter_at_start:
         return False
-    return adapter_registry(settings).current_version() is None and not read_last_run(settings)
+    return adapter_registry(settings).current_version() is None and last_training_run(settings) is None
 
 
 class SeedAdapterJob:
@@ -50,7 +51,7 @@ class SeedAdapterJob:
         self.process: subprocess.Popen[bytes] | None = None
         self._thread: threading.Thread | None = None
         self.done = threading.Event()
-        self.outcome: dict[str, object] = {}
+        self.outcome: TrainingRun | None = None
 
     def start(self) -> bool:
         """Start the child unless this state dir has an adapter or a training record already."""
@@ -83,18 +84,17 @@ class SeedAdapterJob:
                 tail.append(line)
                 log.debug("seed training: %s", line)
         code = self.process.wait()
-        self.outcome = read_last_run(self.settings)
-        status = self.outcome.get("status")
-        if status == "promoted":
+        self.outcome = run = last_training_run(self.settings)
+        if run is not None and run.status == "promoted":
             log.info("seed adapter %s promoted: %s; the domain model serves it from the next answer",
-                     self.outcome.get("version"), self.outcome.get("summary"))
+                     run.version, run.summary)
             if self.on_promoted is not None:
                 try:
                     self.on_promoted()
                 except Exception:  # the registry watcher swaps it within domain.adapter_poll_s anyway
                     log.exception("could not swap in the seed adapter at once")
-        elif status:
-            log.warning("seed adapter not served (%s): %s", status, self.outcome.get("summary"))
+        elif run is not None:
+            log.warning("seed adapter not served (%s): %s", run.status, run.summary)
         elif code < 0:
             log.warning("seed adapter training stopped (signal %d); the next start resumes it", -code)
         else:

@@ -9,7 +9,6 @@ anywhere before that leaves customers on the model they had.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,9 +16,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from bot.atomic import atomic_write_json
 from bot.config import Settings
 from bot.errors import BotError
+from bot.training_record import TrainingRun, last_training_run, write_last_training_run
 
 if TYPE_CHECKING:
     from bot.conversation_log import ConversationStore
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Status = Literal["promoted", "rejected", "skipped", "busy", "failed"]
-LAST_RUN = "last_run.json"
 LOCK = "train.lock"
 
 
@@ -56,17 +54,10 @@ def adapter_registry(settings: Settings) -> ArtifactRegistry:
     return ArtifactRegistry(settings.state_dir / "adapters")
 
 
-def read_last_run(settings: Settings) -> dict[str, Any]:
-    try:
-        data = json.loads((training_dir(settings) / LAST_RUN).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def new_labels_since_last_run(settings: Settings, store: ConversationStore) -> tuple[int, datetime | None]:
     """Staff labels that arrived after the last completed run's export (None: never ran)."""
-    raw = read_last_run(settings).get("labels_until")
+    last = last_training_run(settings)
+    raw = last.labels_until if last else None
     if not raw:
         return store.count_labels_since(None), None
     since = datetime.fromisoformat(raw)
@@ -115,7 +106,8 @@ def _run_locked(
     progress: bool,
 ) -> TrainingOutcome:
     cfg = settings.training
-    previous = read_last_run(settings)
+    previous = last_training_run(settings)
+    labels_before = previous.labels_until if previous else None
     new_labels, since = new_labels_since_last_run(settings, store)
     if not force and since is not None and new_labels < cfg.min_new_labels:
         summary = (f"skipped: {new_labels} new staff label(s) since {since:%Y-%m-%d %H:%M} UTC, "
@@ -130,13 +122,13 @@ def _run_locked(
     except BotError as exc:
         log.error("training run failed: %s (the served model is unchanged)", exc)
         outcome = TrainingOutcome("failed", f"failed: {exc} (the served model is unchanged)", run_dir=run_dir)
-        _write_last_run(settings, outcome, labels_until=previous.get("labels_until"))
+        _write_last_run(settings, outcome, labels_until=labels_before)
         _tell(notify, outcome.summary)
         return outcome
     except BaseException as exc:
         # A bug or Ctrl-C: record it for the App Home, keep serving, and let it surface.
         failed = TrainingOutcome("failed", f"failed: {type(exc).__name__}: {exc}", run_dir=run_dir)
-        _write_last_run(settings, failed, labels_until=previous.get("labels_until"))
+        _write_last_run(settings, failed, labels_until=labels_before)
         raise
     _write_last_run(settings, outcome, labels_until=started.isoformat())
     _tell(notify, outcome.summary)
@@ -263,16 +255,16 @@ def _retrain_router(settings: Settings, store: ConversationStore) -> str:
 
 
 def _write_last_run(settings: Settings, outcome: TrainingOutcome, *, labels_until: str | None) -> None:
-    atomic_write_json(training_dir(settings) / LAST_RUN, {
-        "finished_at": datetime.now(UTC).isoformat(),
-        "status": outcome.status,
-        "promoted": outcome.promoted,
-        "version": outcome.version,
-        "summary": outcome.summary,
-        "report_path": str(outcome.report_path) if outcome.report_path else None,
-        "metrics": outcome.metrics,
-        "labels_until": labels_until,
-    })
+    write_last_training_run(settings, TrainingRun(
+        finished_at=datetime.now(UTC).isoformat(),
+        promoted=outcome.promoted,
+        version=outcome.version or "",
+        summary=outcome.summary,
+        report_path=str(outcome.report_path) if outcome.report_path else "",
+        metrics=outcome.metrics,
+        status=outcome.status,
+        labels_until=labels_until,
+    ))
 
 
 def _tell(notify: Callable[[str], None] | None, message: str) -> None:

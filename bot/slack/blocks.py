@@ -14,7 +14,8 @@ from typing import Any
 from bot.answer import Answer, Source
 from bot.config import ROUTES
 from bot.slack import ids
-from bot.slack.status import PendingReview, StaffStatus, TrainingRun, UndeliveredAnswer
+from bot.slack.status import PendingReview, StaffStatus, UndeliveredAnswer
+from bot.training_record import TrainingRun
 
 Block = dict[str, Any]
 

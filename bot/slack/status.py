@@ -6,30 +6,17 @@ the shared database and files under the state directory, so any replica shows th
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.registry import ArtifactRegistry
+from bot.training_record import TrainingRun, last_training_run
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """The last training run as the training job recorded it in `last_run.json`."""
-
-    finished_at: str
-    promoted: bool
-    version: str
-    summary: str
-    report_path: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -71,33 +58,6 @@ class StaffStatus:
     memory_entries: int | None = None  # None: no expert memory in this process
 
 
-def last_run_path(settings: Settings) -> Path:
-    return settings.state_dir / "training" / "last_run.json"
-
-
-def read_last_training_run(path: Path) -> TrainingRun | None:
-    """None when no run has finished yet; a damaged file is logged and treated the same."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("cannot read the last training run from %s (%s)", path, exc)
-        return None
-    if not isinstance(data, dict):
-        log.warning("%s does not hold a JSON object; ignoring it", path)
-        return None
-    metrics = data.get("metrics")
-    return TrainingRun(
-        finished_at=str(data.get("finished_at") or ""),
-        promoted=bool(data.get("promoted", False)),
-        version=str(data.get("version") or ""),
-        summary=str(data.get("summary") or ""),
-        report_path=str(data.get("report_path") or ""),
-        metrics=metrics if isinstance(metrics, dict) else {},
-    )
-
-
 def _parse_time(value: str) -> datetime | None:
     if not value:
         return None
@@ -113,7 +73,7 @@ def collect_status(
 ) -> StaffStatus:
     now = now or datetime.now(UTC)
     start_of_day = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    last = read_last_training_run(last_run_path(settings))
+    last = last_training_run(settings)
     since_training = _parse_time(last.finished_at) if last else None
     pending = [
         PendingReview(

@@ -30,7 +30,7 @@ from bot.slack.client import SlackBackoffRetryHandler
 from bot.slack.jobs import BackgroundJobs
 from bot.slack.middleware import QuestionRateLimiter, StaffDirectory
 from bot.slack.server import resolve_mode, serve_slack
-from bot.slack.status import read_last_training_run
+from bot.training_record import read_last_training_run
 
 
 def test_answer_text_cannot_inject_mentions_or_links() -> None:

@@ -16,9 +16,10 @@ import pytest
 from bot.answer import AskContext
 from bot.config import Settings
 from bot.factory import build_runtime
+from bot.training_record import last_training_run
 from tests.training.conftest import SEED
 from training.background import SeedAdapterJob, needs_seed_adapter
-from training.run import adapter_registry, read_last_run
+from training.run import adapter_registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,7 +62,7 @@ def test_a_fresh_state_dir_ends_with_a_promoted_adapter_while_questions_are_answ
     finally:
         runtime.close()
 
-    assert job.outcome.get("status") == "promoted", job.outcome
+    assert job.outcome is not None and job.outcome.status == "promoted", job.outcome
     assert adapter_registry(settings).current_version() == "v0001" == swapped
     assert answers, "no question was asked while the adapter trained"
     for answer in [*answers, after]:  # none failed: each was answered and logged
@@ -79,5 +80,5 @@ def test_no_background_training_when_turned_off_or_already_trained(
     from bot.atomic import atomic_write_json
 
     atomic_write_json(settings.state_dir / "training" / "last_run.json", {"status": "rejected"})
-    assert read_last_run(settings) and not needs_seed_adapter(settings)
+    assert last_training_run(settings) is not None and not needs_seed_adapter(settings)
     assert not SeedAdapterJob(settings).start()  # a gate that said no once is not asked again at every start

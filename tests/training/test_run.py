@@ -15,11 +15,12 @@ from bot.atomic import atomic_write_json
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.registry import ArtifactRegistry
+from bot.training_record import last_training_run
 from tests.training.conftest import add_labeled_turn
 from training import run as run_module
 from training.evaluate import EvalResult
 from training.finetune import FinetuneResult
-from training.run import TrainingOutcome, adapter_registry, read_last_run, run_training
+from training.run import TrainingOutcome, adapter_registry, run_training
 
 
 def test_weekly_loop_promotes_a_better_adapter_then_keeps_it_against_an_equal_one(
@@ -46,10 +47,10 @@ def test_weekly_loop_promotes_a_better_adapter_then_keeps_it_against_an_equal_on
     base, _tok = load_causal_lm(tiny_llm_dir)
     PeftModel.from_pretrained(base, str(served.path))  # exactly what serving does on hot-reload
 
-    last = read_last_run(settings)
-    assert {"finished_at", "promoted", "version", "summary", "report_path", "metrics"} <= set(last)
-    assert last["promoted"] is True and last["version"] == "v0001"
-    report = Path(last["report_path"])
+    last = last_training_run(settings)
+    assert last is not None and last.finished_at and last.metrics and last.status == "promoted"
+    assert last.promoted is True and last.version == "v0001"
+    report = Path(last.report_path)
     assert "Promoted v0001" in report.read_text()
     for png in ("loss_curve.png", "before_after.png"):
         assert (report.parent / png).read_bytes().startswith(b"\x89PNG")
@@ -111,7 +112,7 @@ def test_a_run_that_crashes_before_or_during_promotion_keeps_serving_the_old_ada
         with pytest.raises(RuntimeError):
             run_training(settings, store=store, force=True)
     assert adapter_registry(settings).current_version() == served
-    assert read_last_run(settings)["status"] == "failed"
+    assert (last := last_training_run(settings)) is not None and last.status == "failed"
 
     real_replace = __import__("os").replace
 
@@ -168,7 +169,7 @@ def test_a_scheduled_run_skips_until_enough_new_staff_labels_arrived(
     add_labeled_turn(store, "Do Lithops need much water?", "Very little.")
     skipped = run_training(settings, store=store)
     assert skipped.status == "skipped" and "2 new staff label(s)" in skipped.summary
-    assert read_last_run(settings)["version"] == first.version  # a skip does not overwrite the last run
+    assert (last := last_training_run(settings)) is not None and last.version == first.version  # a skip does not overwrite the last run
     add_labeled_turn(store, "Why is my Echeveria stretching?", "Too little light.")
     third = run_training(settings, store=store)
     assert third.status == "promoted", third.summary

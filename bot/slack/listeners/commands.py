@@ -16,7 +16,8 @@ from slack_sdk.errors import SlackApiError
 from bot.slack import ids
 from bot.slack.blocks import status_text, training_line
 from bot.slack.middleware import require_staff
-from bot.slack.status import TrainingRun, collect_status, last_run_path, read_last_training_run
+from bot.slack.status import collect_status
+from bot.training_record import TrainingRun, last_training_run
 
 if TYPE_CHECKING:
     from bot.slack.app import SlackServices
@@ -95,7 +96,7 @@ def register(app: App, services: SlackServices) -> None:
             run_training = services.load_trainer()
             extra = {"force": True} if force else {}
             outcome = run_training(services.settings, notify=notify, **extra)
-            return training_outcome_text(outcome, told, read_last_training_run(last_run_path(services.settings)))
+            return training_outcome_text(outcome, told, last_training_run(services.settings))
 
         if not services.jobs.start("train", user, work, report):
             return "A training run is already running; its result will be posted when it ends."
