@@ -260,13 +260,13 @@ def swap_test(state_dir: Path, backend: str, seconds_after: float, swaps: int) -
     from bot.answer import AskContext
     from bot.answerers.domain_model import DomainAnswerer
     from bot.errors import AnswererUnavailable
-    from bot.registry import ArtifactRegistry
+    from bot.registry import ADAPTERS_DIR, adapter_registry
     from bot.testing.tiny_models import make_bundled_shaped_adapter
 
     swap_state = state_dir / "swap"
-    shutil.rmtree(swap_state / "adapters", ignore_errors=True)
     settings = settings_for(swap_state, backend=backend, max_new_tokens=24)
-    registry = ArtifactRegistry(swap_state / "adapters")
+    shutil.rmtree(settings.state_dir / ADAPTERS_DIR, ignore_errors=True)
+    registry = adapter_registry(settings)
     answerer = DomainAnswerer(settings, registry=registry)
     answerer.warm_up()
     counts = {"served": 0, "during_swap": 0, "fell_back": 0, "failed": 0}

@@ -264,7 +264,8 @@ def measure_latency(bench: Bench, embedder: Any, tr: np.ndarray, questions: list
 
     from bot.config import load_settings
     from bot.indexing.embedding import embed
-    from bot.router import TopicRouter, router_registry
+    from bot.registry import router_registry
+    from bot.router import TopicRouter
 
     model = bench.fit_ours(tr)
     timings: dict[str, list[float]] = {"int8": [], "float32": [], "embed": []}

@@ -121,7 +121,7 @@ def train_first_router(settings: Settings, embedder: Any, store: ConversationSto
     a plant that arrived with mealybugs?") to the wrong answerer more often than a trained
     router, and training takes seconds. A failure is logged and leaves zero-shot routing: the
     bot must start either way. Returns the version trained, or None."""
-    from bot.router import router_registry
+    from bot.registry import router_registry
 
     if router_registry(settings).current_version() is not None:
         return None

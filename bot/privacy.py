@@ -264,9 +264,9 @@ def adapters_trained_on(settings: Settings, data_hashes: Iterable[str]) -> list[
     wanted = set(data_hashes)
     if not wanted:
         return []
-    from bot.registry import ArtifactRegistry
+    from bot.registry import adapter_registry
 
-    registry = ArtifactRegistry(settings.state_dir / "adapters")
+    registry = adapter_registry(settings)
     return sorted(info.version for info in registry.list() if str(info.metadata.get("data_hash", "")) in wanted)
 
 

@@ -18,10 +18,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.atomic import atomic_write_json
 from bot.errors import BotError
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -134,3 +137,18 @@ class ArtifactRegistry:
         atomic_write_json(self.root / POINTER, {"current": previous, "history": history})
         log.info("rolled back under %s to %s", self.root, previous or "no version")
         return previous
+
+
+# The registries under the state dir; their folder names are spelled here only.
+ADAPTERS_DIR = "adapters"
+ROUTERS_DIR = "routers"
+
+
+def adapter_registry(settings: Settings) -> ArtifactRegistry:
+    """LoRA adapters of the domain model, written by training, served by the domain answerer."""
+    return ArtifactRegistry(settings.state_dir / ADAPTERS_DIR)
+
+
+def router_registry(settings: Settings) -> ArtifactRegistry:
+    """Trained routers, written by `router train` (and each training run), served by the router."""
+    return ArtifactRegistry(settings.state_dir / ROUTERS_DIR)

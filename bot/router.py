@@ -24,17 +24,13 @@ from bot.answer import RouteDecision
 from bot.config import ROUTES, Route, Settings
 from bot.indexing.embedding import embed, embedding_dimension
 from bot.query_encoder import QueryEncoder
-from bot.registry import ArtifactRegistry
+from bot.registry import ArtifactRegistry, router_registry
 from bot.routing.model import RouterFileError, TopicRouterModel, scope_guard
 from bot.routing.seed import fingerprint, load_seed_topics, seed_examples
 
 log = logging.getLogger(__name__)
 
 ZERO_SHOT_PREFIX = "zero-shot"
-
-
-def router_registry(settings: Settings) -> ArtifactRegistry:
-    return ArtifactRegistry(settings.state_dir / "routers")
 
 
 def build_zero_shot_model(settings: Settings, embedder: Any) -> TopicRouterModel:

@@ -19,6 +19,7 @@ from pathlib import Path
 from bot.config import Settings
 from bot.conversation_log.sqlite_file import explain_unwritable_log, sqlite_file_path, writable_problem
 from bot.errors import StateError, StoreError
+from bot.registry import ADAPTERS_DIR, ROUTERS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,8 @@ CHROMA_SERVER = "or use a Chroma server (knowledge.chroma_url)"
 
 
 def registry_folders(settings: Settings) -> dict[str, Path]:
-    """The artifact registries under the state dir (see `bot.router` and `training.run`)."""
-    return {"adapter registry": settings.state_dir / "adapters", "router registry": settings.state_dir / "routers"}
+    """The artifact registries under the state dir (`bot.registry`)."""
+    return {"adapter registry": settings.state_dir / ADAPTERS_DIR, "router registry": settings.state_dir / ROUTERS_DIR}
 
 
 def embedded_chroma_folder(settings: Settings) -> Path | None:

@@ -24,8 +24,8 @@ from collections import deque
 from collections.abc import Callable
 
 from bot.config import SECRET_ENV, Secrets, Settings
+from bot.registry import adapter_registry
 from bot.training_record import TrainingRun, last_training_run
-from training.run import adapter_registry
 
 log = logging.getLogger(__name__)
 

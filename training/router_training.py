@@ -23,7 +23,8 @@ from bot.config import ROUTES, Settings
 from bot.errors import ConfigError
 from bot.indexing.embedding import embed
 from bot.memory.matching import canonical_question
-from bot.router import kb_signal_values, router_registry
+from bot.registry import router_registry
+from bot.router import kb_signal_values
 from bot.routing.fit import FitParams, fit_router
 from bot.routing.seed import (
     STAFF_TOPIC_PREFIX,

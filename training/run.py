@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from bot.config import Settings
 from bot.errors import BotError
+from bot.registry import adapter_registry
 from bot.training_record import TrainingRun, last_training_run, write_last_training_run
 
 if TYPE_CHECKING:
     from bot.conversation_log import ConversationStore
-    from bot.registry import ArtifactRegistry
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,6 @@ class TrainingOutcome:
 
 def training_dir(settings: Settings) -> Path:
     return settings.state_dir / "training"
-
-
-def adapter_registry(settings: Settings) -> ArtifactRegistry:
-    from bot.registry import ArtifactRegistry
-
-    return ArtifactRegistry(settings.state_dir / "adapters")
 
 
 def new_labels_since_last_run(settings: Settings, store: ConversationStore) -> tuple[int, datetime | None]:

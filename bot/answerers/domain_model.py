@@ -28,7 +28,7 @@ from bot.llm.selection import select_backend
 from bot.memory.framing import similar_answer_text
 from bot.memory.grounding import grounded_messages
 from bot.memory.matching import is_similar_match, is_verified_match
-from bot.registry import ArtifactRegistry
+from bot.registry import ArtifactRegistry, adapter_registry
 
 if TYPE_CHECKING:
     from bot.indexing.knowledge_base import KnowledgeBase
@@ -99,7 +99,7 @@ class DomainAnswerer:
         # added per question. None: nothing is published, so every link or phone is invented.
         self.published = published or (lambda: ContactAllowlist(frozenset()))
         self._backend = backend
-        self.registry = registry or ArtifactRegistry(settings.state_dir / "adapters")
+        self.registry = registry or adapter_registry(settings)
         self.policy = GuardPolicy.from_config(self.cfg)
         self.generator = DomainTextGenerator(self)
         self._active: LoadedModel | None = None

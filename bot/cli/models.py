@@ -28,7 +28,7 @@ def list_versions(ctx: typer.Context) -> None:
     from rich.table import Table
 
     from bot.cli.context import cli_context, console
-    from training.run import adapter_registry
+    from bot.registry import adapter_registry
 
     registry = adapter_registry(cli_context(ctx).settings())
     versions = registry.list()
@@ -67,7 +67,7 @@ def promote(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Ver
     The running bot hot-reloads it.
     """
     from bot.cli.context import cli_context, console
-    from training.run import adapter_registry
+    from bot.registry import adapter_registry
 
     registry = adapter_registry(cli_context(ctx).settings())
     registry.promote(version)
@@ -78,7 +78,7 @@ def promote(ctx: typer.Context, version: Annotated[str, typer.Argument(help="Ver
 def rollback(ctx: typer.Context) -> None:
     """Serve the version promoted before the current one (or the base model if none)."""
     from bot.cli.context import cli_context, console
-    from training.run import adapter_registry
+    from bot.registry import adapter_registry
 
     previous = adapter_registry(cli_context(ctx).settings()).rollback()
     console.print(f"[green]serving {previous or 'the base model (no adapter)'}[/green]")

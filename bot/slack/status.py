@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
-from bot.registry import ArtifactRegistry
+from bot.registry import adapter_registry, router_registry
 from bot.training_record import TrainingRun, last_training_run
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,8 @@ def collect_status(
     return StaffStatus(
         answers_today=store.route_counts(since=start_of_day),
         votes_today=store.vote_totals(since=start_of_day),
-        model_version=ArtifactRegistry(settings.state_dir / "adapters").current_version(),
-        router_version=ArtifactRegistry(settings.state_dir / "routers").current_version(),
+        model_version=adapter_registry(settings).current_version(),
+        router_version=router_registry(settings).current_version(),
         last_training=last,
         labels_waiting=store.count_labels_since(since_training),
         pending=pending,

@@ -177,7 +177,7 @@ def test_env_example_in_the_guide_is_what_compose_needs() -> None:
 
 
 def test_services_agree_on_hosts_ports_and_paths(compose: dict[str, Any], image_config: Path) -> None:
-    from training.run import adapter_registry
+    from bot.registry import adapter_registry
 
     services = compose["services"]
     settings = service_settings(compose, "bot", image_config)

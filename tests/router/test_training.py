@@ -11,7 +11,8 @@ from bot.answer import Answer, AskContext
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import ConfigError
-from bot.router import TopicRouter, router_registry
+from bot.registry import router_registry
+from bot.router import TopicRouter
 from bot.routing.seed import load_seed_topics
 from tests.router.conftest import SEED_BY_ROUTE, SEED_COUNT
 from training.router_training import train_router

@@ -16,10 +16,10 @@ import pytest
 from bot.answer import AskContext
 from bot.config import Settings
 from bot.factory import build_runtime
+from bot.registry import adapter_registry
 from bot.training_record import last_training_run
 from tests.training.conftest import SEED
 from training.background import SeedAdapterJob, needs_seed_adapter
-from training.run import adapter_registry
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,13 +14,13 @@ import pytest
 from bot.atomic import atomic_write_json
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
-from bot.registry import ArtifactRegistry
+from bot.registry import ArtifactRegistry, adapter_registry
 from bot.training_record import last_training_run
 from tests.training.conftest import add_labeled_turn
 from training import run as run_module
 from training.evaluate import EvalResult
 from training.finetune import FinetuneResult
-from training.run import TrainingOutcome, adapter_registry, run_training
+from training.run import TrainingOutcome, run_training
 
 
 def test_weekly_loop_promotes_a_better_adapter_then_keeps_it_against_an_equal_one(
