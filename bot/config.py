@@ -181,7 +181,7 @@ class RouterConfig(_Section):
         description="Minimum probability to accept each route; below it the fallback order applies.",
     )
     fallback_order: list[Route] = Field(
-        default_factory=lambda: ["escalate"],
+        default_factory=lambda: list[Route](["escalate"]),
         description="Routes tried, in order, when the chosen route is below its threshold "
         "or its answerer cannot answer.",
     )

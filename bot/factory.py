@@ -86,8 +86,7 @@ def build_runtime(
     router = build_router(settings, embedder=embedder, knowledge=knowledge, store=store)
     from bot import metrics
 
-    metrics.watch_runtime(lambda: {"router": str(router.version), "domain_model": str(domain.current_version())},
-                          knowledge)
+    metrics.watch_runtime(lambda: serving_versions(router, domain), knowledge)
     pipeline = Pipeline(
         settings,
         store,
@@ -100,6 +99,11 @@ def build_runtime(
         if runtime.seed_training is not None:
             closers.append(runtime.seed_training.close)
     return runtime
+
+
+def serving_versions(router: Any, domain: Any) -> dict[str, str]:
+    """What `/metrics` reports as serving now (`supportbot_serving_info`), read at each scrape."""
+    return {"router": str(router.version), "domain_model": str(domain.current_version)}
 
 
 def start_seed_training(settings: Settings, domain: Any) -> Any:

@@ -122,12 +122,12 @@ class FollowupResolver:
         if not turns:
             return [], None
         # Newest first from the log; a chain continues back only through turns read as follow-ups.
-        chain = [turns[0]]
-        for older in turns[1:]:
-            if chain[-1].context_turn_id != older.turn_id:
+        linked = [turns[0]]
+        for earlier in turns[1:]:
+            if linked[-1].context_turn_id != earlier.turn_id:
                 break
-            chain.append(older)
-        return [t.question for t in reversed(chain)], turns[0].turn_id
+            linked.append(earlier)
+        return [t.question for t in reversed(linked)], turns[0].turn_id
 
     def resolve(self, message: str, ctx: AskContext) -> Resolution:
         earlier, context_turn = self.earlier_questions(ctx) if self.cfg.enabled else ([], None)

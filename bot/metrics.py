@@ -11,7 +11,7 @@ or user ids, only routes, kinds, reasons and versions, so a scrape reveals nothi
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -114,7 +114,7 @@ def exposition() -> bytes:
     return generate_latest(REGISTRY)
 
 
-def record_answer(channel: str, route: str, kind: str, seconds: float, skipped: list[tuple[str, str]],
+def record_answer(channel: str, route: str, kind: str, seconds: float, skipped: Sequence[tuple[str, str]],
                   escalation_reason: str, follow_up: bool) -> None:
     """One answered question (called by the pipeline for every channel)."""
     QUESTIONS.labels(channel=channel or "unknown").inc()

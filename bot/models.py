@@ -23,7 +23,7 @@ from bot.errors import ModelNotFoundError
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +155,11 @@ def convert_gguf_to_hf(gguf: Path, target: Path) -> Path:
     return target
 
 
-def load_causal_lm(
-    model_dir: Path, dtype: str = "float32"
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer from a local folder, never from a hub."""
+def load_causal_lm(model_dir: Path, dtype: str = "float32") -> tuple[Any, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer from a local folder, never from a hub.
+
+    The model is typed `Any`: a LoRA adapter wraps it in a `PeftModel`, and transformers'
+    decorated `to` / `__call__` / `generate` are not annotations a type checker can follow."""
     force_offline()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer

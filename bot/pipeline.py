@@ -64,7 +64,7 @@ class Pipeline:
             )
         for route in (*cfg.fallback_order, "escalate"):
             if route not in order and route in ROUTES:
-                order.append(route)  # type: ignore[arg-type]
+                order.append(route)
         return order, skipped
 
     def answer(

@@ -53,7 +53,7 @@ class QueryEncoder:
         self._direct = parts is not None
         if parts is None:
             log.info("query encoder: the embedder is not plain mean pooling; using sentence-transformers")
-            self._model = None
+            self._model: Any = None
             return
         self._tokenizer, model, self._max_length, self._normalise = parts
         if precision == "int8":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields, replace
+from typing import Any
 
 from bot.answer import AskContext
 
@@ -38,7 +39,7 @@ def clean_question(text: str) -> str:
 
 def clean_context(ctx: AskContext) -> AskContext:
     """The same cleaning for who-and-where (`ask --user`, Rasa sender ids): they are logged too."""
-    changed = {f.name: clean_question(v) for f in fields(ctx) if isinstance(v := getattr(ctx, f.name), str)}
+    changed: dict[str, Any] = {f.name: clean_question(v) for f in fields(ctx) if isinstance(v := getattr(ctx, f.name), str)}
     changed = {k: v for k, v in changed.items() if v != getattr(ctx, k)}
     return replace(ctx, **changed) if changed else ctx
 

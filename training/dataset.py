@@ -82,7 +82,8 @@ class Example:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Example:
         system, question, answer = _parse_messages(data.get("messages"))
-        notes = data.get("grounding") if isinstance(data.get("grounding"), list) else []
+        raw_notes = data.get("grounding")
+        notes: list[Any] = raw_notes if isinstance(raw_notes, list) else []
         return cls(
             question=question,
             answer=answer,

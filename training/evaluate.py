@@ -115,7 +115,7 @@ def generate_answers(
                 eos_token_id=tokenizer.eos_token_id,
             )
         for row in out[:, width:]:
-            answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+            answers.append(str(tokenizer.decode(row, skip_special_tokens=True)).strip())
     return answers
 
 
@@ -134,7 +134,7 @@ def evaluate_model(
     # Score what a customer would be shown: the serving guard trims loops and refuses
     # degenerate answers (which score zero), exactly as in production.
     policy = GuardPolicy.from_config(settings.domain)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for ex, raw in zip(asked, generated, strict=True):
         try:
             text, why = finalize_answer(raw, policy), ""
@@ -190,8 +190,8 @@ def evaluate_adapters(
 
     first, *rest = named.items()
     model = PeftModel.from_pretrained(base, str(first[1]), adapter_name=first[0])
-    for adapter_name, path in rest:
-        model.load_adapter(str(path), adapter_name=adapter_name)
+    for adapter_name, adapter_path in rest:
+        model.load_adapter(str(adapter_path), adapter_name=adapter_name)
     model.to(device)
     for name, path in adapters.items():
         if path is None:

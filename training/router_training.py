@@ -105,8 +105,8 @@ def assign_staff_topics(
         candidates = [(float(centroids[t.name] @ vector), t.name) for t in topics
                       if t.route == example.route and t.name in centroids]
         best_sim, best_topic = max(candidates, default=(-1.0, ""))
-        topic = best_topic if best_sim >= min_similarity else f"{STAFF_TOPIC_PREFIX}{example.route}"
-        assigned.append(Example(example.text, topic, example.route, example.source, example.weight))
+        name = best_topic if best_sim >= min_similarity else f"{STAFF_TOPIC_PREFIX}{example.route}"
+        assigned.append(Example(example.text, name, example.route, example.source, example.weight))
     return assigned
 
 

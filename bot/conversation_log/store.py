@@ -176,8 +176,7 @@ class ConversationStore:
             stmt = insert(model).values(**values).on_conflict_do_nothing(index_elements=keys).returning(key_col)
             # RETURNING, not rowcount: psycopg reports rowcount -1 for INSERT .. ON CONFLICT here.
             return len(session.execute(stmt).all())
-        exists = session.execute(select(model).filter_by(**{k: values[k] for k in keys})).first()
-        if exists is not None:
+        if session.execute(select(model).filter_by(**{k: values[k] for k in keys})).first() is not None:
             return 0
         session.add(model(**values))
         session.flush()
@@ -287,7 +286,7 @@ class ConversationStore:
             labels, conversations = labels + removed.labels, conversations + removed.conversations
             time.sleep(pause_s)
         with self._tx() as s:
-            events = s.execute(delete(ProcessedEvent).where(ProcessedEvent.received_at < cutoff)).rowcount or 0
+            events = _affected(s.execute(delete(ProcessedEvent).where(ProcessedEvent.received_at < cutoff)))
         return Removed(turns, feedback, labels, conversations, events)
 
     def turns_of_user(self, channel: str, user_id: str) -> list[Turn]:
@@ -311,10 +310,10 @@ class ConversationStore:
         with self._tx() as s:
             ids = list(s.execute(select(Turn.id).where(Turn.channel == channel, Turn.user_id == user_id)).scalars())
             removed = self._delete_turns(s, ids)
-            votes = s.execute(delete(Feedback).where(Feedback.user_id == user_id)).rowcount or 0
-            conversations = s.execute(delete(Conversation).where(
+            votes = _affected(s.execute(delete(Feedback).where(Feedback.user_id == user_id)))
+            conversations = _affected(s.execute(delete(Conversation).where(
                 Conversation.channel == channel, Conversation.user_id == user_id,
-                ~Conversation.id.in_(select(Turn.conversation_id)))).rowcount or 0
+                ~Conversation.id.in_(select(Turn.conversation_id)))))
         return replace(removed, feedback=removed.feedback + votes, conversations=removed.conversations + conversations)
 
     @staticmethod
@@ -332,12 +331,12 @@ class ConversationStore:
         feedback = labels = turns = 0
         for start in range(0, len(ids), 500):
             chunk = ids[start:start + 500]
-            feedback += s.execute(delete(Feedback).where(Feedback.turn_id.in_(chunk))).rowcount or 0
-            labels += s.execute(delete(StaffLabel).where(StaffLabel.turn_id.in_(chunk))).rowcount or 0
-            turns += s.execute(delete(Turn).where(Turn.id.in_(chunk))).rowcount or 0
-        conversations = s.execute(delete(Conversation).where(
+            feedback += _affected(s.execute(delete(Feedback).where(Feedback.turn_id.in_(chunk))))
+            labels += _affected(s.execute(delete(StaffLabel).where(StaffLabel.turn_id.in_(chunk))))
+            turns += _affected(s.execute(delete(Turn).where(Turn.id.in_(chunk))))
+        conversations = _affected(s.execute(delete(Conversation).where(
             Conversation.id.in_(list(conversation_ids)), ~Conversation.id.in_(select(Turn.conversation_id)),
-        )).rowcount or 0
+        )))
         return Removed(turns, feedback, labels, conversations, 0, tuple(ids), tuple(texts))
 
     def compact(self) -> None:
@@ -495,7 +494,7 @@ class ConversationStore:
         """Forget event ids claimed before `before`; returns how many were deleted."""
         with self._tx() as s:
             result = s.execute(delete(ProcessedEvent).where(ProcessedEvent.received_at < before))
-            return int(result.rowcount or 0)
+            return _affected(result)
 
     # --- dashboards --------------------------------------------------------------------------
 
@@ -595,7 +594,7 @@ class ConversationStore:
                     .where(Turn.id == turn_id, Turn.delivery == "pending", Turn.delivery_next_at <= now)
                     .values(delivery_next_at=lease_until)
                 )
-                if result.rowcount == 1:
+                if _affected(result) == 1:
                     turn = s.get(Turn, turn_id)
                     if turn is not None:
                         claimed.append(turn)
@@ -623,3 +622,9 @@ class ConversationStore:
         with self._sessions() as s:
             stmt = select(func.count(Turn.id)).where(Turn.delivery.in_(("pending", "failed")))
             return int(s.execute(stmt).scalar_one())
+
+
+def _affected(result: Any) -> int:
+    """Rows an UPDATE or DELETE touched (SQLAlchemy types `execute` as a plain `Result`, which
+    has no rowcount; a DML statement returns a `CursorResult`, which does)."""
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -221,7 +221,7 @@ def _dashed_code(token: str) -> bool:
 
 def _number_is_quantity(text: str, end: int) -> bool:
     following = re.match(r"\s*([^\s.,;:!?)]+)", text[end:])
-    return bool(following) and following.group(1).lower() in QUANTITY_WORDS
+    return following is not None and following.group(1).lower() in QUANTITY_WORDS
 
 
 def find_contact_points(text: str) -> list[FoundPoint]:

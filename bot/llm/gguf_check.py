@@ -16,7 +16,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -77,7 +77,7 @@ def _hf_probes(settings: Settings, base_dir: Path, adapter_dir: Path) -> list[_P
                 {"role": "user", "content": question},
             ]
             prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True)
-            ids = list(prompt["input_ids"])
+            ids = list(cast(dict[str, Any], prompt)["input_ids"])
             output = model.generate(
                 input_ids=torch.tensor([ids]),
                 attention_mask=torch.ones(1, len(ids), dtype=torch.long),

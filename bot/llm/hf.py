@@ -32,7 +32,7 @@ from bot.llm.backend import (
 from bot.models import base_llm_dir, load_causal_lm
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class HFModel:
 
     def __init__(
         self,
-        model: PreTrainedModel,
+        model: Any,  # a PreTrainedModel, or a PeftModel around one
         tokenizer: PreTrainedTokenizerBase,
         version: str,
         *,
@@ -156,7 +156,7 @@ class HFModel:
         else:
             finish = "length"
         return GenerationResult(
-            text=text,
+            text=str(text),
             new_tokens=new_tokens,
             finish_reason=finish,
             seconds=time.perf_counter() - started,
@@ -164,7 +164,7 @@ class HFModel:
         )
 
     def close(self) -> None:
-        self.model = None  # type: ignore[assignment]
+        self.model = None
 
 
 def _end_of_turn_ids(model: Any, tokenizer: Any) -> list[int]:

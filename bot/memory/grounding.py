@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 from bot.llm.guard import limit_length
 
@@ -48,7 +48,8 @@ def grounded_messages(
     `hits` are memory hits (serving) or bare question/answer notes (training), nearest first."""
     system = system_prompt
     if hits:
-        entries = [getattr(hit, "entry", hit) for hit in hits]
+        # A MemoryHit carries its entry; a Note / QuestionAnswer is the entry.
+        entries = [cast(QuestionAnswer, getattr(hit, "entry", hit)) for hit in hits]
         notes = "\n".join(
             f"- Question: {entry.question}\n"
             f"  Expert answer: {limit_length(' '.join(entry.answer.split()), answer_chars)}"

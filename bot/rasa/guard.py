@@ -100,7 +100,7 @@ def parse_action_call(
     elif encoding == "deflate":
         raw = _inflate(body, max_bytes)
     else:
-        return CallProblem(400, f"unsupported Content-Encoding {content_encoding[:40]!r} (send deflate or none)")
+        return CallProblem(400, f"unsupported Content-Encoding {(content_encoding or '')[:40]!r} (send deflate or none)")
     if isinstance(raw, CallProblem):
         return raw
     try:
@@ -218,5 +218,6 @@ def install_request_guard(
                 parsed.error,
             )
             return response.json({"error": parsed.error, "action_name": parsed.action_name}, status=parsed.status)
-        request.parsed_json = parsed  # rasa-sdk reads `request.json`: it runs what was checked
+        # rasa-sdk reads `request.json`: it runs what was checked (sanic annotates the cache as None).
+        request.parsed_json = parsed  # type: ignore[assignment]
         return None

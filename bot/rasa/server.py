@@ -160,7 +160,7 @@ def serve_actions(
     *,
     host: str | None = None,
     port: int | None = None,
-    build_runtime: Callable[[Settings], Any] | None = None,
+    build_runtime: Callable[..., Any] | None = None,
 ) -> None:
     """Load the models once, then serve Rasa action calls until interrupted."""
     if build_runtime is None:

@@ -142,7 +142,7 @@ NETWORK_ERRORS: tuple[type[BaseException], ...] = (OSError, http.client.HTTPExce
 class ResilientWebClient(WebClient):
     """A WebClient whose failures are all `SlackApiError`s (see `SlackUnreachable`)."""
 
-    def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> SlackResponse:  # type: ignore[override]
+    def api_call(self, api_method: str, *args: Any, **kwargs: Any) -> SlackResponse:
         try:
             response = super().api_call(api_method, *args, **kwargs)
         except SlackApiError:

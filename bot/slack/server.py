@@ -19,6 +19,7 @@ import logging
 import signal
 import socket
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -84,7 +85,8 @@ class ThreadedSlackRequestHandler(SlackRequestHandler):
         self.metrics = metrics
 
     async def dispatch_checked(self, body: bytes, query: str, headers: dict[str, list[str]]) -> BoltResponse:
-        bolt_request = BoltRequest(body=body.decode("utf-8"), query=query, headers=headers)
+        bolt_headers: dict[str, str | Sequence[str]] = dict(headers)
+        bolt_request = BoltRequest(body=body.decode("utf-8"), query=query, headers=bolt_headers)
         if "application/json" in ",".join(headers.get("content-type", [])):  # Events API: Bolt acks before listeners run
             return self.app.dispatch(bolt_request)
         loop = asyncio.get_running_loop()
