@@ -2,8 +2,8 @@
 
 Each migration is a function of a `Connection`, written against the schema *as it was* at that
 point (never against today's ORM models), so an old database upgrades step by step and keeps
-its rows. Applied names are recorded in `schema_migrations`; `migrate` runs the missing ones,
-each in its own transaction. Add new ones at the end; never edit or reorder old ones.
+its rows. Applied names are recorded in `schema_migrations`; `migrate` runs the missing ones
+under a database lock (see `migrate`). Add new ones at the end; never edit or reorder old ones.
 """
 
 from __future__ import annotations
@@ -136,7 +136,11 @@ MIGRATIONS: list[tuple[str, Migration]] = [
 ]
 
 
-def _ensure_ledger(engine: Engine) -> None:
+# pg_advisory_lock key for "a process is migrating this database" (any fixed 64-bit number).
+MIGRATION_LOCK_KEY = 0x5355_5050_4F52_5442  # "SUPPORTB"
+
+
+def _ensure_ledger(conn: Connection) -> None:
     md = MetaData()
     Table(
         "schema_migrations",
@@ -144,36 +148,65 @@ def _ensure_ledger(engine: Engine) -> None:
         Column("name", String(128), primary_key=True),
         Column("applied_at", DateTime(timezone=True), nullable=False),
     )
-    md.create_all(engine)
+    md.create_all(conn)
+
+
+def _applied(conn: Connection) -> list[str]:
+    if not inspect(conn).has_table("schema_migrations"):
+        return []
+    return [row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))]
 
 
 def applied_migrations(engine: Engine) -> list[str]:
-    if not inspect(engine).has_table("schema_migrations"):
-        return []
     with engine.connect() as conn:
-        return [row[0] for row in conn.execute(text("SELECT name FROM schema_migrations"))]
+        return _applied(conn)
 
 
 def migrate(engine: Engine, upto: str | None = None) -> list[str]:
-    """Apply missing migrations in order (up to and including `upto`); return their names."""
-    _ensure_ledger(engine)
-    done = set(applied_migrations(engine))
+    """Apply missing migrations in order (up to and including `upto`); return their names.
+
+    Replicas that start together on one database take turns: on PostgreSQL the run holds an
+    advisory lock, on SQLite the database's write lock (`BEGIN IMMEDIATE`), so no process reads
+    the ledger while another is between creating a table and recording it. On PostgreSQL each
+    migration commits on its own; on SQLite the whole run is one transaction (committing would
+    hand the write lock to a waiting process mid-run).
+    """
+    dialect = engine.dialect.name
+    with engine.connect() as conn:
+        if dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            conn.commit()
+        elif dialect == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            ran = _apply(conn, upto, commit_each=dialect != "sqlite")
+            conn.commit()
+            return ran
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
+            if dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
+                conn.commit()
+
+
+def _apply(conn: Connection, upto: str | None, *, commit_each: bool) -> list[str]:
+    _ensure_ledger(conn)
+    if commit_each:
+        conn.commit()
+    done = set(_applied(conn))
     ran = []
     for name, fn in MIGRATIONS:
         if name not in done:
-            with engine.begin() as conn:
-                # Another replica may have migrated between our read and this transaction.
-                exists = conn.execute(
-                    text("SELECT 1 FROM schema_migrations WHERE name = :n"), {"n": name}
-                ).first()
-                if exists is None:
-                    fn(conn)
-                    conn.execute(
-                        text("INSERT INTO schema_migrations (name, applied_at) VALUES (:n, :t)"),
-                        {"n": name, "t": utcnow()},
-                    )
-                    log.info("applied migration %s", name)
-                    ran.append(name)
+            fn(conn)
+            conn.execute(
+                text("INSERT INTO schema_migrations (name, applied_at) VALUES (:n, :t)"),
+                {"n": name, "t": utcnow()},
+            )
+            if commit_each:
+                conn.commit()
+            log.info("applied migration %s", name)
+            ran.append(name)
         if name == upto:
             break
     return ran

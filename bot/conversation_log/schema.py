@@ -110,10 +110,3 @@ class ProcessedEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-
-
-class SchemaMigration(Base):
-    __tablename__ = "schema_migrations"
-
-    name: Mapped[str] = mapped_column(String(128), primary_key=True)
-    applied_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
