@@ -28,6 +28,31 @@ from bot.question_input import TOO_LONG_REASON, clean_context, clean_question, t
 
 log = logging.getLogger(__name__)
 
+STAFF_DRAFT_ROUTES: tuple[Route, ...] = ("retrieval", "domain")
+
+
+def staff_draft(answerers: Mapping[str, Answerer], question: str, ctx: AskContext) -> str:
+    """What the bot would have said had it not escalated, as a head start for the person.
+
+    Asks the answerers directly, so the draft is not logged as a turn and the customer never
+    sees it. No answerer able to answer gives "".
+    """
+    for route in STAFF_DRAFT_ROUTES:
+        answerer = answerers.get(route)
+        if answerer is None:
+            continue
+        try:
+            draft = answerer.answer(question, ctx, None)
+        except AnswererUnavailable as exc:
+            log.info("no %s draft for staff (%s)", route, exc)
+            continue
+        except Exception:  # a draft is a courtesy; the escalation itself must still go out
+            log.exception("the %s answerer failed while drafting for staff", route)
+            continue
+        if draft.text.strip():
+            return f"({route}) {draft.text.strip()}"
+    return ""
+
 EMPTY_QUESTION_REPLY = "Ask me a question about our plants, shipping, returns or your account."
 
 
@@ -66,6 +91,9 @@ class Pipeline:
             if route not in order and route in ROUTES:
                 order.append(route)
         return order, skipped
+
+    def staff_draft(self, question: str, ctx: AskContext) -> str:
+        return staff_draft(self.answerers, question, ctx)
 
     def answer(
         self,

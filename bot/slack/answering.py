@@ -36,7 +36,7 @@ from bot.slack.blocks import (
     thinking_blocks,
 )
 from bot.slack.client import RETRYABLE_API_ERRORS, RETRYABLE_STATUS
-from bot.slack.escalation import StaffNotifier, bot_draft_for_staff
+from bot.slack.escalation import StaffNotifier
 from bot.slack.middleware import QuestionRateLimiter
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ class AnswersQuestions(Protocol):
     def answer(
         self, question: str, ctx: AskContext | None = None, on_partial: PartialCallback | None = None
     ) -> Answer: ...
+
+    def staff_draft(self, question: str, ctx: AskContext) -> str:
+        """What the bot would have said, for the staff note of an escalation ("" if nothing)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -309,7 +313,7 @@ class AnswerService:
         self.notifier.escalate(
             turn_id=answer.turn_id,
             question=question_text[:STAFF_QUESTION_CHARS] + ("…" if len(question_text) > STAFF_QUESTION_CHARS else ""),
-            would_have_said="" if too_long else bot_draft_for_staff(self.pipeline, asked, ctx),
+            would_have_said="" if too_long else self.pipeline.staff_draft(asked, ctx),
             read_as=answer.standalone_question[:STAFF_QUESTION_CHARS],
             asker=ctx.user,
             channel=ctx.slack_channel,

@@ -8,51 +8,22 @@ turn id, so nobody waits unseen.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from bot.answer import AskContext
 from bot.conversation_log import ConversationStore
-from bot.errors import AnswererUnavailable
 from bot.slack.blocks import escalation_blocks
 
 log = logging.getLogger(__name__)
 
 EscalationOutcome = Literal["notified", "already_escalated", "not_delivered"]
-DRAFT_ROUTES = ("retrieval", "domain")
 
 
 def escalation_key(turn_id: int) -> str:
     """The claim that marks a turn as handed to a person (shared by every replica)."""
     return f"escalation:{turn_id}"
-
-
-def bot_draft_for_staff(pipeline: Any, question: str, ctx: AskContext) -> str:
-    """What the bot would have said had it not escalated, as a head start for the person.
-
-    Asks the pipeline's own answerers directly, so the draft is not logged as a turn and the
-    customer never sees it. A pipeline without answerers (or with none able) gives "".
-    """
-    answerers = getattr(pipeline, "answerers", None)
-    if not isinstance(answerers, dict):
-        return ""
-    for route in DRAFT_ROUTES:
-        answerer = answerers.get(route)
-        if answerer is None:
-            continue
-        try:
-            draft = answerer.answer(question, ctx, None)
-        except AnswererUnavailable as exc:
-            log.info("no %s draft for staff (%s)", route, exc)
-            continue
-        except Exception:  # a draft is a courtesy; the escalation itself must still go out
-            log.exception("the %s answerer failed while drafting for staff", route)
-            continue
-        if draft.text.strip():
-            return f"({route}) {draft.text.strip()}"
-    return ""
 
 
 class StaffNotifier:

@@ -22,6 +22,7 @@ from slack_sdk.signature import SignatureVerifier
 from bot.answer import Answer, AskContext, Draft, PartialCallback, Source
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.pipeline import staff_draft
 from bot.slack.app import SlackServices, build_app, build_services
 from bot.slack.server import HttpSlackServer
 from bot.testing.fake_slack import FakeSlack
@@ -73,6 +74,9 @@ class FakePipeline:
     asked: list[tuple[str, AskContext]] = field(default_factory=list)
     answerers: dict[str, Any] = field(default_factory=lambda: {"retrieval": DraftAnswerer()})
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def staff_draft(self, question: str, ctx: AskContext) -> str:
+        return staff_draft(self.answerers, question, ctx)
 
     def answer(self, question: str, ctx: AskContext | None = None, on_partial: PartialCallback | None = None) -> Answer:
         ctx = ctx or AskContext()
