@@ -4,8 +4,8 @@ The answerer owns three promises the backends do not: the promoted adapter is pi
 the bot runs (built beside the serving model, then swapped in, so no request fails or waits
 for a load), one in-process model never generates for two requests at once, and nothing the
 model writes reaches a customer before the guard in `bot.llm.guard` has cleaned it. Partial
-text is passed on at most once per `domain.stream_interval_s` so Slack can edit its message
-as the answer forms without hitting rate limits.
+text is passed on, cleaned, as it grows; Slack edits its message from it at most once per
+`slack.stream_update_interval_s`, within its rate limits.
 """
 
 from __future__ import annotations
@@ -43,25 +43,21 @@ log = logging.getLogger(__name__)
 FAILED_LOAD_RETRY_S = 60.0
 
 
-class _ThrottledPartial:
-    """Forwards cleaned partial text at most once per interval; a failing channel never stops generation."""
+class _CleanedPartial:
+    """Forwards the growing text, cleaned, whenever it changed; a failing channel never stops
+    generation. How often a channel shows it is the channel's business (Slack edits a message at
+    most once per `slack.stream_update_interval_s`)."""
 
-    def __init__(self, callback: PartialCallback, interval_s: float, policy: GuardPolicy) -> None:
+    def __init__(self, callback: PartialCallback, policy: GuardPolicy) -> None:
         self.callback = callback
-        self.interval_s = interval_s
         self.policy = policy
-        self.last_sent_at = float("-inf")
         self.last_text = ""
         self.updates = 0
 
     def __call__(self, text: str) -> None:
-        now = time.monotonic()
-        if now - self.last_sent_at < self.interval_s:
-            return
         cleaned = clean_partial(text, self.policy)
         if not cleaned or cleaned == self.last_text:
             return
-        self.last_sent_at = now
         self.last_text = cleaned
         self.updates += 1
         try:
@@ -268,7 +264,7 @@ class DomainAnswerer:
         """Generate with whichever model serves now; returns its version with the raw result."""
         self._maybe_start_swap()
         model = self._ensure_loaded()
-        on_text = _ThrottledPartial(on_partial, self.cfg.stream_interval_s, policy) if on_partial else None
+        on_text = _CleanedPartial(on_partial, policy) if on_partial else None
 
         def stop_check(text: str) -> str | None:
             return should_stop_early(text, policy)

@@ -41,7 +41,7 @@ def test_auto_backend_says_why_it_chose(settings_factory, tiny_llm_dir):
 @needs_llama_cpp
 @pytest.mark.real_models
 def test_llamacpp_answers_within_limits_and_streams(settings_factory):
-    settings = settings_factory(**{"domain.backend": "llamacpp", "domain.max_new_tokens": 24, "domain.stream_interval_s": 0.0})
+    settings = settings_factory(**{"domain.backend": "llamacpp", "domain.max_new_tokens": 24})
     answerer = build_domain_answerer(settings)
     partials: list[str] = []
     try:

@@ -24,7 +24,6 @@ def _answerer(settings_factory, url: str, **overrides) -> DomainAnswerer:
         "domain.server_url": url,
         "domain.server_timeout_s": 2.0,
         "domain.server_retries": 2,
-        "domain.stream_interval_s": 0.0,
     }
     values.update(overrides)
     settings = settings_factory(**values)

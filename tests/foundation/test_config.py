@@ -42,6 +42,16 @@ def test_unknown_key_lists_known_keys(tmp_path: Path) -> None:
     assert "top_k" in message
 
 
+def test_a_retired_key_still_loads_and_the_log_says_what_replaced_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write(tmp_path, "[domain]\nstream_interval_s = 1.0\nmax_new_tokens = 99\n")
+    settings = load_settings(config, env={"SUPPORTBOT_DOMAIN__STREAM_INTERVAL_S": "2"})
+    assert settings.domain.max_new_tokens == 99  # the rest of the section still applies
+    [warning] = [r.getMessage() for r in caplog.records if "stream_interval_s" in r.getMessage()]
+    assert "no longer used" in warning and "slack.stream_update_interval_s" in warning
+
+
 def test_missing_explicit_file_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load_settings(tmp_path / "nope.toml", env={})

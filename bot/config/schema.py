@@ -1,27 +1,17 @@
-"""Typed settings: defaults < config.toml < environment (`SUPPORTBOT_SECTION__KEY`) < CLI flags.
+"""The settings' schema: one pydantic model per `config.toml` section, with each key's default,
+limits and meaning (the description is what `supportbot config check` and docs show).
 
-This is the only module that reads `os.environ`. Settings are built once at the entry point
-(`load_settings`) and passed down, so tests can build their own without touching the process.
+How the values are found (defaults < config.toml < environment < CLI) is `bot.config.loader`.
 Secrets (Slack tokens, signing secret, database password) are accepted only from the
 environment, under Slack's own variable names, so a config file can be committed safely.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
-
-from bot.errors import ConfigError
-
-ENV_PREFIX = "SUPPORTBOT_"
-CONFIG_ENV = "SUPPORTBOT_CONFIG"
-DEFAULT_CONFIG_NAME = "config.toml"
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 Route = Literal["domain", "retrieval", "escalate"]
 ROUTES: tuple[str, ...] = ("domain", "retrieval", "escalate")
@@ -304,9 +294,6 @@ class DomainConfig(_Section):
     llamacpp_n_ctx: int = Field(2048, ge=256, description="llama.cpp context window in tokens.")
     llamacpp_threads: int = Field(
         0, ge=0, description="llama.cpp decode threads; 0 = models.torch_threads or one per CPU core."
-    )
-    stream_interval_s: float = Field(
-        1.0, ge=0.0, description="Least time between partial-answer updates (Slack message edits)."
     )
     adapter_poll_s: float = Field(
         2.0, gt=0, description="How often the running bot checks the registry for a new adapter."
@@ -734,162 +721,3 @@ class Settings(_Section):
             for name, env in SECRET_ENV.items()
         }
         return data
-
-
-def _path_fields() -> set[tuple[str, str]]:
-    """Every Path-typed key: resolved against the config file's folder when relative."""
-    found = set()
-    for section, field_info in Settings.model_fields.items():
-        model = field_info.annotation
-        if not (isinstance(model, type) and issubclass(model, _Section)):
-            continue
-        for key, sub in model.model_fields.items():
-            if sub.annotation in (Path, Path | None):
-                found.add((section, key))
-    return found
-
-
-def load_settings(
-    path: Path | str | None = None,
-    *,
-    env: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> Settings:
-    """Build the settings once at an entry point.
-
-    `path` None means `$SUPPORTBOT_CONFIG`, else `./config.toml` if present, else defaults.
-    `overrides` are CLI flags as dotted keys (`{"knowledge.dir": "docs/"}`).
-    """
-    env = os.environ if env is None else env
-    explicit = path is not None or CONFIG_ENV in env
-    config_path = Path(path if path is not None else env.get(CONFIG_ENV, DEFAULT_CONFIG_NAME))
-    raw: dict[str, Any] = {}
-    if config_path.is_file():
-        try:
-            raw = tomllib.loads(config_path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{config_path}: not valid TOML ({exc}); fix the syntax") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{config_path}: not UTF-8 text; save it as UTF-8") from None
-    elif explicit:
-        raise ConfigError(
-            f"config file not found: {config_path} (create it from the project's config.toml, "
-            f"or pass --config PATH / set {CONFIG_ENV})"
-        )
-    base_dir = config_path.resolve().parent if config_path.is_file() else Path.cwd()
-    if "secrets" in raw:
-        raise ConfigError(
-            "secrets: not allowed in the config file; set "
-            + ", ".join(SECRET_ENV.values())
-            + " in the environment"
-        )
-    _reject_secret_keys(raw)
-    _merge(raw, _env_overrides(env))
-    for dotted, value in (overrides or {}).items():
-        _merge(raw, _nest(dotted.split("."), value))
-    _resolve_paths(raw, base_dir)
-    secrets = Secrets(
-        **{name: env[var] for name, var in SECRET_ENV.items() if env.get(var)}
-    )
-    try:
-        return Settings(**raw, secrets=secrets, config_path=config_path if config_path.is_file() else None)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc)) from None
-
-
-def _reject_secret_keys(raw: Mapping[str, Any]) -> None:
-    secretish = {"token", "bot_token", "app_token", "signing_secret", "password", "secret"}
-    for section, values in raw.items():
-        if isinstance(values, Mapping):
-            for key in values:
-                if key in secretish:
-                    raise ConfigError(
-                        f"{section}.{key}: secrets are read only from the environment; remove it "
-                        f"and set one of {', '.join(SECRET_ENV.values())}"
-                    )
-
-
-def _env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    """`SUPPORTBOT_KNOWLEDGE__TOP_K=6` → {"knowledge": {"top_k": "6"}}; JSON values for lists."""
-    out: dict[str, Any] = {}
-    for var, value in env.items():
-        if not var.startswith(ENV_PREFIX) or "__" not in var:
-            continue
-        keys = [k.lower() for k in var[len(ENV_PREFIX) :].split("__")]
-        parsed: Any = value
-        if value.startswith(("[", "{")):
-            try:
-                parsed = json.loads(value)
-            except json.JSONDecodeError:
-                raise ConfigError(
-                    f"{'.'.join(keys)}: environment variable {var} is not valid JSON; "
-                    "write lists as [\"a\", \"b\"]"
-                ) from None
-        _merge(out, _nest(keys, parsed))
-    return out
-
-
-def _nest(keys: list[str], value: Any) -> dict[str, Any]:
-    node: Any = value
-    for key in reversed(keys):
-        node = {key: node}
-    return node
-
-
-def _merge(into: dict[str, Any], new: Mapping[str, Any]) -> None:
-    for key, value in new.items():
-        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
-        else:
-            into[key] = dict(value) if isinstance(value, Mapping) else value
-
-
-def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> None:
-    path_fields = _path_fields()
-    for section, key in path_fields:
-        values = raw.get(section)
-        if isinstance(values, dict) and isinstance(values.get(key), str):
-            if values[key] == "":
-                values[key] = None
-                continue
-            p = Path(values[key]).expanduser()
-            values[key] = p if p.is_absolute() else base_dir / p
-    # Defaults are relative to the config file's folder too.
-    defaults = Settings()
-    for section, key in path_fields:
-        values = raw.setdefault(section, {})
-        if not isinstance(values, dict) or key in values:
-            continue
-        default = getattr(getattr(defaults, section), key)
-        if isinstance(default, Path) and not default.is_absolute():
-            values[key] = base_dir / default
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line per problem: `section.key: problem (fix)`."""
-    lines = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "config"
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            section = err["loc"][:-1]
-            known = _known_keys(section)
-            hint = f"remove it or use one of: {', '.join(known)}" if known else "remove it"
-            lines.append(f"{loc}: unknown key ({hint})")
-        elif kind == "missing":
-            lines.append(f"{loc}: required key is missing (add it)")
-        else:
-            got = err.get("input")
-            shown = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
-            lines.append(f"{loc}: {err['msg']}, got {shown} (fix the value in config.toml or the environment)")
-    return "\n".join(lines)
-
-
-def _known_keys(section: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = Settings
-    for part in section:
-        field = model.model_fields.get(str(part))
-        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return []
-        model = field.annotation
-    return [name for name, f in model.model_fields.items() if not f.exclude]

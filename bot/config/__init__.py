@@ -1,0 +1,56 @@
+"""Typed settings. `schema` holds what each key means, `loader` where its value comes from
+(defaults < config.toml < environment < CLI). Import both from here."""
+
+from bot.config.loader import (
+    CONFIG_ENV,
+    DEFAULT_CONFIG_NAME,
+    ENV_PREFIX,
+    format_validation_error,
+    load_settings,
+)
+from bot.config.schema import (
+    ROUTES,
+    SECRET_ENV,
+    AppConfig,
+    ConversationConfig,
+    DatabaseConfig,
+    DomainConfig,
+    KnowledgeConfig,
+    MemoryConfig,
+    MetricsConfig,
+    ModelsConfig,
+    PrivacyConfig,
+    RasaConfig,
+    Route,
+    RouterConfig,
+    Secrets,
+    Settings,
+    SlackConfig,
+    TrainingConfig,
+)
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_NAME",
+    "ENV_PREFIX",
+    "ROUTES",
+    "SECRET_ENV",
+    "AppConfig",
+    "ConversationConfig",
+    "DatabaseConfig",
+    "DomainConfig",
+    "KnowledgeConfig",
+    "MemoryConfig",
+    "MetricsConfig",
+    "ModelsConfig",
+    "PrivacyConfig",
+    "RasaConfig",
+    "Route",
+    "RouterConfig",
+    "Secrets",
+    "Settings",
+    "SlackConfig",
+    "TrainingConfig",
+    "format_validation_error",
+    "load_settings",
+]
