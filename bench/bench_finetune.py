@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     training_bench_logging()
 
     from bot.atomic import atomic_write_text
-    from bot.models import base_llm_dir, configure_torch_threads, force_offline
+    from bot.model_assets import base_llm_dir, configure_torch_threads, force_offline
     from training.dataset import export_dataset
 
     force_offline()

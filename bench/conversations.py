@@ -80,11 +80,11 @@ def read_conversations(path: Path) -> list[list[Turn]]:
 
 def run_mode(settings: Any, router: Any, retrieval: Any, conversations: list[list[Turn]], mode: str) -> dict[str, list]:
     import bot.followups
-    from bot.answer import AskContext
     from bot.conversation_log import EarlierTurn
     from bot.errors import AnswererUnavailable
     from bot.evaluation.metrics import token_f1
     from bot.followups import FollowupResolver
+    from bot.interfaces import AskContext
 
     combine, _, variant = mode.partition(", ")
     update: dict[str, Any] = {"enabled": combine != "off", "combine": combine if combine != "off" else "cue"}
@@ -117,9 +117,9 @@ def run_mode(settings: Any, router: Any, retrieval: Any, conversations: list[lis
 
 def first_turn_overhead(settings: Any, router: Any, questions: list[str], tmp: Path) -> list[float]:
     """Milliseconds a first turn spends finding it has no earlier turns, with a log of 5,000 turns."""
-    from bot.answer import Answer, AskContext
     from bot.conversation_log import ConversationStore
     from bot.followups import FollowupResolver
+    from bot.interfaces import Answer, AskContext
 
     store = ConversationStore.open(f"sqlite:///{tmp / 'log.db'}")
     filler = Answer(text="An earlier answer.", route="retrieval", confidence=0.9, reason="bench")
@@ -153,7 +153,7 @@ def main() -> int:
     from bot.conversation_log import ConversationStore
     from bot.evaluation.metrics import percentile
     from bot.factory import train_first_router
-    from bot.models import force_offline
+    from bot.model_assets import force_offline
     from bot.router import TopicRouter
 
     force_offline()

@@ -228,9 +228,9 @@ def shared_words(texts: list[str], reference: list[str], limit: int = 20) -> flo
 
 def rss_probe(backend: str, state_dir: Path) -> None:
     """Run in a subprocess: load the model as served, answer once, report peak RSS (VmHWM)."""
-    from bot.answer import AskContext
     from bot.answerers.domain_model import DomainAnswerer
-    from bot.models import configure_torch_threads
+    from bot.interfaces import AskContext
+    from bot.model_assets import configure_torch_threads
 
     settings = settings_for(state_dir, backend=backend, max_new_tokens=32)
     configure_torch_threads(settings)
@@ -257,9 +257,9 @@ def swap_test(state_dir: Path, backend: str, seconds_after: float, swaps: int) -
     """Customers keep asking while adapters are promoted; count what was served and what failed."""
     import shutil
 
-    from bot.answer import AskContext
     from bot.answerers.domain_model import DomainAnswerer
     from bot.errors import AnswererUnavailable
+    from bot.interfaces import AskContext
     from bot.registry import ADAPTERS_DIR, adapter_registry
     from bot.testing.tiny_models import make_bundled_shaped_adapter
 
@@ -319,7 +319,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--rss-probe", choices=["hf", "llamacpp"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from bot.models import base_gguf_path, base_llm_dir, configure_torch_threads, force_offline
+    from bot.model_assets import base_gguf_path, base_llm_dir, configure_torch_threads, force_offline
 
     force_offline()
     if args.rss_probe:

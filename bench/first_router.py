@@ -53,7 +53,7 @@ def fresh_install(state_dir: str) -> tuple[Any, Any, Any]:
     """Settings, embedder and synced knowledge base of a fresh install on `state_dir` (no router yet)."""
     from bot.config import load_settings
     from bot.indexing.knowledge_base import KnowledgeBase
-    from bot.models import configure_torch_threads, load_embedder
+    from bot.model_assets import configure_torch_threads, load_embedder
 
     settings = load_settings(None, env={}, overrides={"app.state_dir": state_dir})
     configure_torch_threads(settings)
@@ -72,7 +72,7 @@ def main() -> int:
     from bot.atomic import atomic_write_text
     from bot.conversation_log import ConversationStore
     from bot.factory import train_first_router
-    from bot.models import force_offline
+    from bot.model_assets import force_offline
     from bot.router import TopicRouter
 
     force_offline()

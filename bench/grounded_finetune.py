@@ -134,7 +134,7 @@ def perplexities(settings: Any, base_dir: Path, adapters: dict[str, Path | None]
     """HF perplexity of the reference answers, per (model, case), each case its own prompts."""
     from peft import PeftModel
 
-    from bot.models import load_causal_lm
+    from bot.model_assets import load_causal_lm
     from training.evaluate import heldout_loss
 
     base, tok = load_causal_lm(base_dir)
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     from bot.evaluation.metrics import rouge_l, token_f1
     from bot.indexing.embedding import embed
     from bot.memory.matching import canonical_question
-    from bot.models import base_llm_dir, configure_torch_threads, force_offline, load_embedder
+    from bot.model_assets import base_llm_dir, configure_torch_threads, force_offline, load_embedder
     from training.grounding import Grounder, MemoryNote
 
     force_offline()

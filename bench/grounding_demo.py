@@ -30,7 +30,7 @@ from bot.factory import build_expert_memory
 from bot.indexing.knowledge_base import KnowledgeBase
 from bot.llm.guard import finalize_answer
 from bot.memory.grounding import grounded_messages
-from bot.models import configure_torch_threads, load_embedder
+from bot.model_assets import configure_torch_threads, load_embedder
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -142,7 +142,7 @@ def main() -> None:
     from bot.indexing.chunking import chunk_document, text_for_matching
     from bot.indexing.documents import parse_document
     from bot.indexing.knowledge_base import KnowledgeBase
-    from bot.models import configure_torch_threads, load_embedder
+    from bot.model_assets import configure_torch_threads, load_embedder
 
     work = Path(tempfile.mkdtemp(prefix="bench-knowledge-"))
     (work / "kb").mkdir()

@@ -215,7 +215,7 @@ def measure_search(memory: Any, knowledge: Any, questions: list[str]) -> dict[st
 
 
 def measure_label_to_search(memory: Any, store: Any, repetitions: int, poll_s: float) -> dict[str, Any]:
-    from bot.answer import Answer, AskContext
+    from bot.interfaces import Answer, AskContext
     from training.dataset import read_seed_dataset
 
     rng = random.Random(SEED)
@@ -340,7 +340,7 @@ def raw_prefill(settings: Any, prompts: list[tuple[list[int], list[int]]]) -> tu
     from llama_cpp import Llama
 
     from bot.llm.llamacpp import llamacpp_threads
-    from bot.models import base_gguf_path
+    from bot.model_assets import base_gguf_path
 
     threads = llamacpp_threads(settings)
     llm = Llama(model_path=str(base_gguf_path(settings)), n_ctx=settings.domain.llamacpp_n_ctx, n_threads=threads,
@@ -601,7 +601,7 @@ def main() -> int:
     from bot.llm.backend import llama_cpp_available
     from bot.llm.llamacpp import llamacpp_threads
     from bot.memory import ExpertMemory
-    from bot.models import configure_torch_threads, force_offline, load_embedder
+    from bot.model_assets import configure_torch_threads, force_offline, load_embedder
 
     force_offline()
     data = build_data(n_entries, n_search, n_set)

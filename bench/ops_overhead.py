@@ -38,8 +38,8 @@ OUT = REPO / "docs" / "benchmarks" / "ops_overhead.md"
 def fill_log(store: Any, n: int) -> None:
     from sqlalchemy import update
 
-    from bot.answer import Answer, AskContext
     from bot.conversation_log.schema import Turn, utcnow
+    from bot.interfaces import Answer, AskContext
 
     filler = Answer(text="An earlier answer.", route="retrieval", confidence=0.9, reason="bench")
     ids = [store.log_turn(f"earlier question {i}", filler, AskContext(channel="slack", user=f"U{i % 500}",
@@ -56,11 +56,11 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     from bot import metrics
-    from bot.answer import AskContext
     from bot.atomic import atomic_write_text
     from bot.config import load_settings
     from bot.evaluation.metrics import percentile
     from bot.factory import build_runtime
+    from bot.interfaces import AskContext
     from bot.privacy import apply_retention
 
     questions = [json.loads(line)["question"] for line in (REPO / "data" / "policy_testset.jsonl").read_text(

@@ -56,7 +56,7 @@ def build(state: Path) -> tuple[Any, Any]:
     """Settings and a synced knowledge base over a copy of knowledge/."""
     from bot.config import load_settings
     from bot.indexing.knowledge_base import KnowledgeBase
-    from bot.models import configure_torch_threads, load_embedder
+    from bot.model_assets import configure_torch_threads, load_embedder
 
     shutil.copytree(REPO / "knowledge", state / "knowledge")
     (state / "config.toml").write_text('[app]\nstate_dir = "var"\n', encoding="utf-8")
@@ -88,15 +88,15 @@ def score(item: Any, draft: Any) -> dict[str, Any]:
 
 
 def answer_timed(answerer: Any, kb: Any, question: str) -> tuple[Any, float]:
-    from bot.answer import AskContext
     from bot.errors import AnswererUnavailable
+    from bot.interfaces import AskContext
 
     cold_search(kb)
     started = time.perf_counter()
     try:
         draft = answerer.answer(question, AskContext(channel="eval"))
     except AnswererUnavailable:
-        from bot.answer import Draft
+        from bot.interfaces import Draft
 
         draft = Draft(text="")
     return draft, (time.perf_counter() - started) * 1000

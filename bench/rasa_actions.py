@@ -27,12 +27,12 @@ from typing import Any
 import httpx
 from sanic import Sanic
 
-from bot.answer import AskContext, Draft, PartialCallback, RouteDecision, Source
 from bot.answerers.escalation import EscalationAnswerer
 from bot.atomic import atomic_write_text
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.evaluation.metrics import percentile
+from bot.interfaces import AskContext, Draft, PartialCallback, RouteDecision, Source
 from bot.pipeline import Pipeline
 from bot.rasa.actions import build_action_executor
 from bot.rasa.server import build_action_server, serve_in_thread

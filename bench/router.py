@@ -74,7 +74,7 @@ def embeddings_for(texts: list[str], embedder: Any, precision: str | None = None
     the router's question encoder (`router.query_precision`)."""
     from bot.config import Settings
     from bot.indexing.embedding import embed
-    from bot.models import embedder_path
+    from bot.model_assets import embedder_path
     from bot.query_encoder import QueryEncoder
 
     key = hashlib.sha256(("\n".join(texts) + str(embedder_path(Settings()))).encode()).hexdigest()[:12]
@@ -196,7 +196,7 @@ class Bench:
         ).model
 
     def predict_ours(self, model: Any, te: np.ndarray) -> np.ndarray:
-        from bot.routing.model import scope_guard
+        from bot.routing.classifier import scope_guard
 
         result = model.predict(self.E[te])
         cfg = self.settings.router
@@ -310,7 +310,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from bot.config import Settings
-    from bot.models import force_offline, load_embedder
+    from bot.model_assets import force_offline, load_embedder
 
     force_offline()
     threadpool_limits(1)  # see bot/routing/fit.py: single-threaded BLAS is faster on a busy box

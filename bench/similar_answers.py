@@ -120,7 +120,7 @@ def run_set(pairs: list[tuple[str, str]], cases: list[Case], tmp: Path, name: st
     from bot.factory import build_expert_memory
     from bot.indexing.knowledge_base import KnowledgeBase
     from bot.memory.matching import missing_subjects
-    from bot.models import configure_torch_threads, load_embedder
+    from bot.model_assets import configure_torch_threads, load_embedder
 
     state = tmp / name
     state.mkdir()
@@ -175,7 +175,7 @@ def main() -> int:
     started = time.perf_counter()
     load_start = os.getloadavg()[0]
     from bot.evaluation.metrics import percentile
-    from bot.models import force_offline
+    from bot.model_assets import force_offline
     from training.dataset import read_seed_dataset
 
     force_offline()

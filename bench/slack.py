@@ -38,9 +38,9 @@ from typing import Any
 
 from slack_sdk.signature import SignatureVerifier
 
-from bot.answer import AskContext, Draft, PartialCallback, RouteDecision
 from bot.atomic import atomic_write_text
 from bot.config import Settings, load_settings
+from bot.interfaces import AskContext, Draft, PartialCallback, RouteDecision
 from bot.testing.fake_slack import FakeSlack
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks" / "slack.md"

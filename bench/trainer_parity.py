@@ -56,7 +56,7 @@ def plain_peft_loop(base_dir: Path, train: list[Any], *, r: int, lr: float, batc
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from bot.models import load_causal_lm
+    from bot.model_assets import load_causal_lm
 
     torch.manual_seed(seed)
     model, tok = load_causal_lm(base_dir)
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from bot.atomic import atomic_write_text
-    from bot.models import base_llm_dir, configure_torch_threads, force_offline, load_causal_lm
+    from bot.model_assets import base_llm_dir, configure_torch_threads, force_offline, load_causal_lm
     from training.finetune import finetune
 
     force_offline()

@@ -56,7 +56,7 @@ def build_runtime(
     from bot.answerers.escalation import EscalationAnswerer
     from bot.answerers.retrieval import RetrievalAnswerer
     from bot.indexing.knowledge_base import KnowledgeBase
-    from bot.models import configure_torch_threads, force_offline, load_embedder
+    from bot.model_assets import configure_torch_threads, force_offline, load_embedder
     from bot.router import build_router
     from bot.state_check import check_state_at_start
 

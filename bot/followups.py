@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bot.answer import AskContext, RouteDecision
 from bot.config import Settings
+from bot.interfaces import AskContext, RouteDecision
 from bot.memory.matching import content_words
 from bot.question_input import clean_question
 

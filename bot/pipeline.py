@@ -18,11 +18,11 @@ from dataclasses import replace
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from bot import metrics
-from bot.answer import Answer, Answerer, AskContext, Draft, PartialCallback, RouteDecision, Router
 from bot.config import ROUTES, Route, Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable, StoreError
 from bot.followups import FollowupResolver, Resolution
+from bot.interfaces import Answer, Answerer, AskContext, Draft, PartialCallback, RouteDecision, Router
 from bot.masking import mask_secrets_in_text
 from bot.question_input import TOO_LONG_REASON, clean_context, clean_question, too_long_reply
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import fields, replace
 from typing import Any
 
-from bot.answer import AskContext
+from bot.interfaces import AskContext
 
 REPLACEMENT = "\ufffd"
 

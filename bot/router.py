@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from bot.answer import RouteDecision
 from bot.config import ROUTES, Route, Settings
 from bot.indexing.embedding import embed, embedding_dimension
+from bot.interfaces import RouteDecision
 from bot.query_encoder import QueryEncoder
 from bot.registry import ArtifactRegistry, router_registry
-from bot.routing.model import RouterFileError, TopicRouterModel, scope_guard
+from bot.routing.classifier import RouterFileError, TopicRouterModel, scope_guard
 from bot.routing.seed import fingerprint, load_seed_topics, seed_examples
 
 log = logging.getLogger(__name__)

@@ -221,9 +221,9 @@ def answer_record(answer: Any, correction: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, state_dir: Path) -> dict[str, Any]:
-    from bot.answer import AskContext
     from bot.cli.context import setup_logging
     from bot.factory import build_runtime
+    from bot.interfaces import AskContext
     from training.run import run_training
 
     settings = build_settings(args, state_dir)

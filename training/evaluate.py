@@ -175,7 +175,7 @@ def evaluate_adapters(
     `adapters` maps a name to an adapter folder, or None for the bare base model. The base is
     loaded once and each adapter attached by name, which is also how serving loads them.
     """
-    from bot.models import load_causal_lm
+    from bot.model_assets import load_causal_lm
 
     device = pick_device(settings.training.device)
     base, tokenizer = load_causal_lm(base_dir)

@@ -275,7 +275,7 @@ def finetune(
     from safetensors.torch import load_file
     from tqdm.auto import tqdm
 
-    from bot.models import load_causal_lm
+    from bot.model_assets import load_causal_lm
 
     cfg = settings.training
     system = settings.domain.system_prompt

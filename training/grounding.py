@@ -141,7 +141,7 @@ def memory_notes(settings: Settings, store: object | None) -> list[MemoryNote]:
 def question_embedder(settings: Settings) -> EmbedQuestions:
     """Questions embedded as the memory embeds them (canonical form, normalised MiniLM vectors)."""
     from bot.indexing.embedding import embed
-    from bot.models import load_embedder
+    from bot.model_assets import load_embedder
 
     model = load_embedder(settings)
     return lambda texts: np.asarray(embed(model, [canonical_question(t) for t in texts]), dtype=np.float32)

@@ -134,7 +134,7 @@ def _train_evaluate_promote(
     progress: bool,
 ) -> TrainingOutcome:
     from bot.llm.gguf_check import write_and_check_gguf
-    from bot.models import base_llm_dir, configure_torch_threads, force_offline
+    from bot.model_assets import base_llm_dir, configure_torch_threads, force_offline
     from training.dataset import export_dataset
     from training.evaluate import evaluate_adapters
     from training.finetune import finetune
@@ -231,7 +231,7 @@ def _retrain_router(settings: Settings, store: ConversationStore) -> str:
     except ImportError:
         log.info("router training is not available in this build; skipping the router step")
         return ""
-    from bot.models import load_embedder
+    from bot.model_assets import load_embedder
 
     try:
         result = train_router(settings, embedder=load_embedder(settings), store=store, promote=True)

@@ -1,1 +1,1 @@
-"""One answerer per route, each with the `bot.answer.Answerer` interface."""
+"""One answerer per route, each with the `bot.interfaces.Answerer` interface."""

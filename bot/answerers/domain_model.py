@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot import metrics
-from bot.answer import AskContext, Draft, PartialCallback
 from bot.config import Route, Settings
 from bot.errors import AnswererUnavailable, BotError
+from bot.interfaces import AskContext, Draft, PartialCallback
 from bot.llm.backend import BASE_VERSION, AdapterRef, GenerationParams, GenerationResult, LoadedModel
 from bot.llm.contact_guard import ContactAllowlist, remove_invented_contacts
 from bot.llm.guard import GuardPolicy, clean_partial, finalize_answer, should_stop_early

@@ -6,8 +6,8 @@ writes the customer-facing text, so every channel escalates with the same words.
 
 from __future__ import annotations
 
-from bot.answer import AskContext, Draft, PartialCallback
 from bot.config import Route, Settings
+from bot.interfaces import AskContext, Draft, PartialCallback
 
 HANDOFF_TEXT = (
     "Thanks for your patience. I've passed this to a person on the {company} support team, "

@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bot.answer import AskContext, Draft, PartialCallback, Source, TextGenerator
 from bot.answerers.lead import UNIT_CACHE_SIZE, UnitVectors, choose_lead, render_lead, score_units
 from bot.answerers.policy_units import PolicyUnit, split_units
 from bot.config import Route, Settings
 from bot.errors import AnswererUnavailable, ConfigError
 from bot.indexing.embedding import limited_torch_threads
 from bot.indexing.lexical import tokenize
+from bot.interfaces import AskContext, Draft, PartialCallback, Source, TextGenerator
 
 if TYPE_CHECKING:
     from bot.indexing.knowledge_base import KnowledgeBase, SearchHit

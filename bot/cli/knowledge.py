@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 
 def _open_knowledge_base(settings: Settings) -> Any:
     from bot.indexing.knowledge_base import KnowledgeBase
-    from bot.models import force_offline, load_embedder
+    from bot.model_assets import force_offline, load_embedder
     from bot.state_check import check_state_at_start
 
     force_offline()

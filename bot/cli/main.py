@@ -86,8 +86,8 @@ def ask(
     user: Annotated[str, typer.Option(help="User id to log the turn under.")] = "cli",
 ) -> None:
     """Answer one question through the full pipeline (route, answer, log) and exit."""
-    from bot.answer import AskContext
     from bot.factory import build_runtime
+    from bot.interfaces import AskContext
 
     runtime = build_runtime(cli_context(ctx).settings(), watch=False)
     try:
@@ -111,8 +111,8 @@ def run_console_chat(settings: Settings) -> None:
     import getpass
     import uuid
 
-    from bot.answer import AskContext
     from bot.factory import build_runtime
+    from bot.interfaces import AskContext
 
     with console.status("Loading models and the knowledge base..."):
         runtime = build_runtime(settings, watch=settings.knowledge.watch, train_seed_adapter=True)
@@ -152,7 +152,7 @@ def prepare(ctx: typer.Context) -> None:
     """Check the offline models and convert the bundled GGUF once (Docker builds run this)."""
     import time
 
-    from bot.models import base_llm_dir, force_offline, load_embedder
+    from bot.model_assets import base_llm_dir, force_offline, load_embedder
 
     settings = cli_context(ctx).settings()
     force_offline()
@@ -184,9 +184,9 @@ def serve(ctx: typer.Context) -> None:
 
 def _register_command_groups() -> None:
     """Command groups live beside the code they drive; each module exposes `register(app)`."""
-    from bot.cli import actions, evaluate, knowledge, memory, models, privacy, router, training
+    from bot.cli import actions, adapters, evaluate, knowledge, memory, privacy, router, training
 
-    for module in (knowledge, memory, router, models, training, actions, evaluate, privacy):
+    for module in (knowledge, memory, router, adapters, training, actions, evaluate, privacy):
         module.register(app)
 
 

@@ -31,7 +31,7 @@ def _open_memory(settings: Settings) -> tuple[Any, Any, Any]:
     from bot.conversation_log.opening import open_store
     from bot.factory import build_expert_memory
     from bot.indexing.knowledge_base import KnowledgeBase
-    from bot.models import force_offline, load_embedder
+    from bot.model_assets import force_offline, load_embedder
 
     force_offline()
     if not settings.memory.enabled:

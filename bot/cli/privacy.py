@@ -57,7 +57,7 @@ def forget(
         if settings.memory.enabled:
             from bot.factory import build_expert_memory
             from bot.indexing.knowledge_base import KnowledgeBase
-            from bot.models import force_offline, load_embedder
+            from bot.model_assets import force_offline, load_embedder
 
             force_offline()
             embedder = load_embedder(settings)

@@ -52,7 +52,7 @@ def train(
     the per-route confusion matrix, and the version saved (the running bot picks it up)."""
     from bot.cli.context import cli_context, console
     from bot.conversation_log.opening import open_store
-    from bot.models import force_offline, load_embedder
+    from bot.model_assets import force_offline, load_embedder
     from training.router_training import train_router
 
     settings = cli_context(ctx).settings()
@@ -116,7 +116,7 @@ def explain(
 ) -> None:
     """Show the route probabilities, the topics and examples that matched, and the signals."""
     from bot.cli.context import cli_context, console
-    from bot.models import force_offline, load_embedder
+    from bot.model_assets import force_offline, load_embedder
     from bot.router import TopicRouter
 
     settings = cli_context(ctx).settings()

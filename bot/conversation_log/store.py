@@ -24,7 +24,6 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot import metrics
-from bot.answer import Answer, AskContext
 from bot.conversation_log.migrations import migrate
 from bot.conversation_log.schema import (
     Conversation,
@@ -35,6 +34,7 @@ from bot.conversation_log.schema import (
     utcnow,
 )
 from bot.errors import StoreError
+from bot.interfaces import Answer, AskContext
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from bot.answer import AskContext
 from bot.config import ROUTES
 from bot.errors import BotError
 from bot.evaluation.metrics import (
@@ -27,6 +26,7 @@ from bot.evaluation.metrics import (
     states_key_fact,
     token_f1,
 )
+from bot.interfaces import AskContext
 from bot.llm.guard import GuardPolicy, degenerate_reason
 from bot.pipeline import Pipeline
 

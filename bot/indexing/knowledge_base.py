@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bot.answer import Source
 from bot.atomic import atomic_write_json
 from bot.config import Settings
 from bot.errors import BotError, ConfigError
@@ -36,6 +35,7 @@ from bot.indexing.embedding import embedding_dimension, limited_torch_threads
 from bot.indexing.folder import mtime_date, progress_bar, read_stable, scan_folder, stat_unchanged
 from bot.indexing.lexical import Vocabulary
 from bot.indexing.snapshot import ChunkRecord, ReadWriteLock, SearchCache, Snapshot, record_from_metadata
+from bot.interfaces import Source
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer

@@ -17,9 +17,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.answer import Source
 from bot.indexing.chunking import text_for_matching
 from bot.indexing.lexical import BM25Index, TermCounts, Vocabulary, tokenize
+from bot.interfaces import Source
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def _hf_probes(settings: Settings, base_dir: Path, adapter_dir: Path) -> list[_P
     import torch
     from peft import PeftModel
 
-    from bot.models import load_causal_lm
+    from bot.model_assets import load_causal_lm
 
     cfg = settings.training
     model, tokenizer = load_causal_lm(base_dir, dtype="float32")
@@ -146,7 +146,7 @@ def write_and_check_gguf(settings: Settings, adapter_dir: Path, base_dir: Path) 
             "the base model is a Hugging Face folder (models.base_llm_path), which llama.cpp cannot serve",
         )
     from bot.llm.lora_gguf import AdapterConversionError
-    from bot.models import base_gguf_path
+    from bot.model_assets import base_gguf_path
 
     threshold = settings.training.gguf_agreement_threshold
     base_gguf = base_gguf_path(settings)

@@ -29,7 +29,7 @@ from bot.llm.backend import (
     StopCheck,
     TextCallback,
 )
-from bot.models import base_llm_dir, load_causal_lm
+from bot.model_assets import base_llm_dir, load_causal_lm
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase

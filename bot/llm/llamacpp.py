@@ -31,7 +31,7 @@ from bot.llm.backend import (
     TextCallback,
 )
 from bot.llm.lora_gguf import ADAPTER_GGUF, peft_adapter_to_gguf, validate_adapter_gguf
-from bot.models import base_gguf_path
+from bot.model_assets import base_gguf_path
 
 log = logging.getLogger(__name__)
 

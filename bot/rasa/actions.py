@@ -18,9 +18,9 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import ActionExecutor, CollectingDispatcher
 from rasa_sdk.interfaces import ActionExecutionRejection
 
-from bot.answer import Answer, AskContext
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import Answer, AskContext
 from bot.pipeline import Pipeline
 
 log = logging.getLogger(__name__)

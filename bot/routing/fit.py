@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bot.config import ROUTES
-from bot.routing.model import (
+from bot.routing.classifier import (
     BASE_SIGNALS,
     KB_SIGNALS,
     Calibrator,

@@ -21,7 +21,7 @@ from slack_sdk import WebClient
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.slack import listeners
-from bot.slack.answering import AnswerService, AnswersQuestions
+from bot.slack.answer_service import AnswerService, AnswersQuestions
 from bot.slack.client import build_web_client
 from bot.slack.delivery import DeliveryRetrier
 from bot.slack.escalation import StaffNotifier

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.answer import Answer, Source
 from bot.config import ROUTES
+from bot.interfaces import Answer, Source
 from bot.slack import ids
 from bot.slack.status import PendingReview, StaffStatus, UndeliveredAnswer
 from bot.training_record import TrainingRun

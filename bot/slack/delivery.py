@@ -17,13 +17,13 @@ from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
-from bot.answer import Answer, AskContext, Source
 from bot.conversation_log import ConversationStore
 from bot.conversation_log.schema import Turn
+from bot.interfaces import Answer, AskContext, Source
 from bot.slack.blocks import answer_blocks, answer_fallback_text
 
 if TYPE_CHECKING:
-    from bot.slack.answering import AnswerService
+    from bot.slack.answer_service import AnswerService
 
 log = logging.getLogger(__name__)
 

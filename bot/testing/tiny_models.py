@@ -32,7 +32,7 @@ def save_real_tokenizer(out: Path) -> Path:
     """The bundled SmolLM2 tokenizer and chat template (read from its GGUF), saved to `out`."""
     from transformers import AutoTokenizer
 
-    from bot.models import bundled_gguf_path
+    from bot.model_assets import bundled_gguf_path
 
     gguf = bundled_gguf_path()
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -84,7 +84,7 @@ def make_bundled_shaped_adapter(out: Path, seed: int, scale: float = 0.05, rank:
     import numpy as np
     from safetensors.numpy import save_file
 
-    from bot.models import bundled_gguf_path
+    from bot.model_assets import bundled_gguf_path
 
     reader = gguf.GGUFReader(str(bundled_gguf_path()))
     shapes = {t.name: [int(x) for x in t.shape] for t in reader.tensors}  # ggml order: [in, out]

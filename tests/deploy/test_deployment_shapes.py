@@ -21,11 +21,11 @@ from urllib.parse import urlparse
 import pytest
 from sqlalchemy import create_engine, text
 
-from bot.answer import AskContext
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.factory import build_runtime
 from bot.indexing.knowledge_base import KnowledgeBase
+from bot.interfaces import AskContext
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import threading
 
-from bot.answer import AskContext
 from bot.answerers.domain_model import build_domain_answerer
+from bot.interfaces import AskContext
 
 QUESTION = "How much light does a Phalaenopsis need?"
 

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer import AskContext
 from bot.answerers.domain_model import DomainAnswerer
 from bot.config import Settings
+from bot.interfaces import AskContext
 from bot.llm import lora_gguf
 from bot.llm.backend import llama_cpp_available
 from bot.llm.gguf_check import write_and_check_gguf
 from bot.llm.lora_gguf import ADAPTER_GGUF
-from bot.models import base_llm_dir, bundled_gguf_path
+from bot.model_assets import base_llm_dir, bundled_gguf_path
 from bot.registry import ArtifactRegistry, RegistryError
 from bot.testing.tiny_models import make_bundled_shaped_adapter
 

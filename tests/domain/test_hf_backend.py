@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer import AskContext
 from bot.answerers.domain_model import DomainAnswerer, build_domain_answerer
 from bot.errors import AnswererUnavailable
+from bot.interfaces import AskContext
 
 QUESTION = "How often should I water a Masdevallia orchid?"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot.answer import AskContext
 from bot.answerers.domain_model import build_domain_answerer
+from bot.interfaces import AskContext
 from bot.llm.backend import llama_cpp_available
 from bot.llm.llamacpp import NgramBlocker
 from bot.llm.selection import resolve_backend_name

@@ -6,11 +6,11 @@ import socket
 
 import pytest
 
-from bot.answer import AskContext, RouteDecision
 from bot.answerers.domain_model import DomainAnswerer
 from bot.answerers.escalation import EscalationAnswerer
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable, ConfigError
+from bot.interfaces import AskContext, RouteDecision
 from bot.llm.openai_server import OpenAIServerBackend
 from bot.llm.selection import select_backend
 from bot.pipeline import Pipeline

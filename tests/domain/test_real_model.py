@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer import AskContext
 from bot.answerers.domain_model import build_domain_answerer
 from bot.config import Settings
+from bot.interfaces import AskContext
 from bot.llm.backend import AdapterRef, GenerationParams, llama_cpp_available
 from bot.testing.tiny_models import make_bundled_shaped_adapter
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from bot.answer import AskContext, Draft, PartialCallback, RouteDecision, Source
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import AskContext, Draft, PartialCallback, RouteDecision, Source
 from bot.pipeline import Pipeline
 
 LOOP = "Repot in spring. " + "Genetic Testing Registry: orchid. " * 12

@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bot.answer import AskContext, Draft, PartialCallback, RouteDecision
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.evaluation.markdown import render_markdown
 from bot.evaluation.report import summarize
 from bot.evaluation.runner import load_testset, run_evaluation
+from bot.interfaces import AskContext, Draft, PartialCallback, RouteDecision
 from bot.pipeline import Pipeline
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer import Answer, AskContext
 from bot.conversation_log import ConversationStore
+from bot.interfaces import Answer, AskContext
 
 REPO = Path(__file__).resolve().parents[2]
 SQLITE_PAGE = 4096

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from sqlalchemy import inspect, text
 
-from bot.answer import Answer, AskContext, Source
 from bot.conversation_log import ConversationStore
 from bot.conversation_log.migrations import MIGRATIONS, applied_migrations, migrate
 from bot.conversation_log.store import make_engine
+from bot.interfaces import Answer, AskContext, Source
 
 
 def sample_answer(text_: str = "Ships in 2 days.", route: str = "retrieval") -> Answer:

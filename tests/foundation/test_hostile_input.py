@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from bot.answer import AskContext, Draft, PartialCallback, RouteDecision
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import StoreError
+from bot.interfaces import AskContext, Draft, PartialCallback, RouteDecision
 from bot.masking import MaskUrlPasswords, mask_url_password
 from bot.pipeline import Pipeline
 from bot.question_input import clean_question

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer import AskContext
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import StoreError
+from bot.interfaces import AskContext
 from bot.pipeline import Pipeline
 from tests.foundation.hostile import error_lines, make_corrupt_log, output_of, read_only_paths, run_cli
 from tests.foundation.test_pipeline import CannedAnswerer, FixedRouter

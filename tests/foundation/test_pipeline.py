@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.answer import AskContext, Draft, RouteDecision, Source
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable
+from bot.interfaces import AskContext, Draft, RouteDecision, Source
 from bot.pipeline import Pipeline
 
 

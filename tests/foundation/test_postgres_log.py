@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.answer import Answer, AskContext
 from bot.conversation_log import ConversationStore
+from bot.interfaces import Answer, AskContext
 from tests.servers.postgres import postgres_server
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from bot.answer import Answer, AskContext, Draft, RouteDecision
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.conversation_log.schema import ProcessedEvent, Turn, utcnow
+from bot.interfaces import Answer, AskContext, Draft, RouteDecision
 from bot.pipeline import Pipeline
 from bot.privacy import apply_retention, export_person, forget_person
 from tests.servers.postgres import postgres_server

@@ -16,9 +16,9 @@ from types import ModuleType
 
 import pytest
 
-from bot.answer import Answer, AskContext
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import Answer, AskContext
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer import AskContext
 from bot.answerers.retrieval import RetrievalAnswerer
 from bot.indexing.knowledge_base import KnowledgeBase
+from bot.interfaces import AskContext
 
 pytestmark = pytest.mark.real_models
 

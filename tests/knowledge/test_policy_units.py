@@ -10,7 +10,6 @@ import zlib
 import numpy as np
 import pytest
 
-from bot.answer import Source
 from bot.answerers import lead
 from bot.answerers.lead import (
     UnitVectors,
@@ -23,6 +22,7 @@ from bot.answerers.lead import (
 from bot.answerers.policy_units import render_row, split_sentences, split_units
 from bot.evaluation.metrics import first_sentence, states_key_fact
 from bot.indexing.knowledge_base import SearchHit
+from bot.interfaces import Source
 
 ZONES = """| Zone | Where | Delivery time | Cost |
 |---|---|---|---|

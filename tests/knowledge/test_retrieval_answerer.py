@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer import AskContext, RouteDecision
 from bot.answerers.escalation import EscalationAnswerer
 from bot.answerers.retrieval import REFUSAL_TEXT, RetrievalAnswerer, grounding_problem
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable, ConfigError
 from bot.indexing.knowledge_base import KnowledgeBase
+from bot.interfaces import AskContext, RouteDecision
 from bot.pipeline import Pipeline
 
 CTX = AskContext(channel="cli", user="test")

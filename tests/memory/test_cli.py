@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bot.answer import Answer, AskContext
 from bot.cli.main import app
 from bot.conversation_log import ConversationStore
+from bot.interfaces import Answer, AskContext
 from tests.memory.conftest import SEED, write_seed
 
 CORRECTION = "Cut black pitchers off at the base; they are old, not sick."

@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from bot.answer import Answer, AskContext
 from bot.answerers.domain_model import DomainAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable
+from bot.interfaces import Answer, AskContext
 from bot.memory import ExpertMemory
 from bot.memory.entries import desired_entries
 from tests.memory.conftest import RecordingBackend

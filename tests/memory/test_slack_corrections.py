@@ -12,11 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.answer import RouteDecision
 from bot.answerers.domain_model import DomainAnswerer
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import RouteDecision
 from bot.pipeline import Pipeline
 from bot.slack.app import build_app, build_services
 from bot.slack.server import HttpSlackServer

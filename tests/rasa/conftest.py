@@ -12,10 +12,10 @@ import httpx
 import pytest
 from sanic import Sanic
 
-from bot.answer import AskContext, Draft, PartialCallback, RouteDecision, Source
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import AskContext, Draft, PartialCallback, RouteDecision, Source
 from bot.pipeline import Pipeline
 from bot.rasa.server import build_action_server, serve_in_thread
 

@@ -11,9 +11,9 @@ from typer.testing import CliRunner
 
 import bot.cli.main as cli_main
 import bot.cli.router as cli_router
-from bot.answer import Answer, AskContext
 from bot.config import load_settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import Answer, AskContext
 from tests.router.conftest import SEED_COUNT, SEED_FILE
 
 
@@ -25,7 +25,7 @@ def cli(tmp_path: Path, cached_embedder: Any, fake_kb: Any, monkeypatch: pytest.
         f'[training]\nseed_dataset = "missing.jsonl"\n',
         encoding="utf-8",
     )
-    monkeypatch.setattr("bot.models.load_embedder", lambda settings: cached_embedder)
+    monkeypatch.setattr("bot.model_assets.load_embedder", lambda settings: cached_embedder)
     monkeypatch.setattr(cli_router, "open_knowledge", lambda settings, embedder: fake_kb)
     runner = CliRunner()
 

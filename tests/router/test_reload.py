@@ -11,7 +11,7 @@ from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.registry import router_registry
 from bot.router import TopicRouter
-from bot.routing.model import ARRAYS_FILE, META_FILE
+from bot.routing.classifier import ARRAYS_FILE, META_FILE
 from training.router_training import train_router
 
 

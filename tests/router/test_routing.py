@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from bot.answer import AskContext, Draft
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import AskContext, Draft
 from bot.pipeline import Pipeline
 from bot.router import TopicRouter, build_router
 from training.router_training import train_router

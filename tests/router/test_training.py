@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from bot.answer import Answer, AskContext
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import ConfigError
+from bot.interfaces import Answer, AskContext
 from bot.registry import router_registry
 from bot.router import TopicRouter
 from bot.routing.seed import load_seed_topics

@@ -19,9 +19,9 @@ import httpx
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from bot.answer import Answer, AskContext, Draft, PartialCallback, Source
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import Answer, AskContext, Draft, PartialCallback, Source
 from bot.pipeline import staff_draft
 from bot.slack.app import SlackServices, build_app, build_services
 from bot.slack.server import HttpSlackServer

@@ -111,7 +111,7 @@ def test_answer_that_cannot_be_posted_stays_in_the_log_as_undelivered(
     h = slack_harness(slack__api_max_retries=1, slack__delivery_poll_s=3600)
     h.fake.fail_next("chat.update", 500, times=100)
     h.fake.fail_next("chat.postMessage", 500, times=100, when=lambda args: args.get("text") != THINKING_TEXT)
-    with caplog.at_level(logging.WARNING, logger="bot.slack.answering"):
+    with caplog.at_level(logging.WARNING, logger="bot.slack.answer_service"):
         h.send.event(mention("How long does shipping to Canada take?"))
         h.finish()
     assert len(h.fake.calls_to("chat.update", ok_only=False)) == 2  # first try + one retry

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from bot.answer import AskContext, Draft, PartialCallback, RouteDecision
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import AskContext, Draft, PartialCallback, RouteDecision
 from bot.pipeline import Pipeline
 from bot.slack.app import build_app, build_services
 from bot.slack.server import HttpSlackServer
@@ -140,7 +140,7 @@ def test_staff_see_a_follow_up_as_typed_and_as_it_was_read() -> None:
 def test_turns_older_than_the_window_are_not_context(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from datetime import timedelta
 
-    from bot.answer import Answer
+    from bot.interfaces import Answer
 
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     try:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from bot.answer import AskContext, Draft, PartialCallback, RouteDecision, Source
 from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import AskContext, Draft, PartialCallback, RouteDecision, Source
 from bot.pipeline import Pipeline
 from bot.slack import ids
 from bot.slack.app import build_app, build_services

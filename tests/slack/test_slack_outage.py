@@ -129,7 +129,7 @@ def test_a_rejected_bot_token_stops_serve_with_one_line(settings_factory, fake_s
 
 
 def test_a_re_posted_answer_looks_like_the_one_that_failed(slack_harness: HarnessFactory) -> None:
-    from bot.answer import Answer, AskContext, Source
+    from bot.interfaces import Answer, AskContext, Source
     from bot.slack.blocks import VERIFIED_TEXT, answer_blocks
     from bot.slack.delivery import answer_from_turn
 

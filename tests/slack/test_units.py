@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from slack_sdk.http_retry.response import HttpResponse
 
-from bot.answer import Answer, AskContext, Source
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import ConfigError
+from bot.interfaces import Answer, AskContext, Source
 from bot.slack import ids
-from bot.slack.answering import StreamingPreview
+from bot.slack.answer_service import StreamingPreview
 from bot.slack.blocks import (
     SECTION_LIMIT,
     answer_blocks,
@@ -284,7 +284,7 @@ def test_serve_starts_even_when_the_domain_model_is_not_ready_yet(
 def test_event_ids_are_pruned_at_most_hourly_and_off_the_ack_path() -> None:
     from datetime import UTC, datetime
 
-    from bot.slack.answering import AnswerService, Question
+    from bot.slack.answer_service import AnswerService, Question
 
     class Store:
         def __init__(self) -> None:

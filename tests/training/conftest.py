@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from bot.answer import Answer, AskContext
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.interfaces import Answer, AskContext
 
 SEED = [
     ("How often should I water a Masdevallia orchid?",

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from bot.answer import AskContext
 from bot.config import Settings
 from bot.factory import build_runtime
+from bot.interfaces import AskContext
 from bot.registry import adapter_registry
 from bot.training_record import last_training_run
 from tests.training.conftest import SEED

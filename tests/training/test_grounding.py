@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bot.answer import AskContext
 from bot.answerers.domain_model import DomainAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.indexing.embedding import embed
+from bot.interfaces import AskContext
 from bot.memory import ExpertMemory
 from bot.memory.grounding import GROUNDING_HEADER, Note
 from tests.memory.conftest import SEED, RecordingBackend, write_seed

@@ -28,7 +28,7 @@ def test_weekly_loop_promotes_a_better_adapter_then_keeps_it_against_an_equal_on
 ) -> None:
     from peft import PeftModel
 
-    from bot.models import load_causal_lm
+    from bot.model_assets import load_causal_lm
 
     settings = tiny_settings(training__eval_max_questions=1)
     add_labeled_turn(store, "Do Dracula orchids need a basket?", "Yes, their flowers grow downward.")
@@ -83,7 +83,7 @@ def fast_pipeline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Replace the heavy steps (training, model evaluation) so orchestration tests run instantly."""
     monkeypatch.setattr("training.finetune.finetune", lambda *a, **k: fake_adapter(tmp_path))
     monkeypatch.setattr("training.evaluate.evaluate_adapters", clearly_better)
-    monkeypatch.setattr("bot.models.base_llm_dir", lambda settings: tmp_path)
+    monkeypatch.setattr("bot.model_assets.base_llm_dir", lambda settings: tmp_path)
 
 
 def serve_a_known_version(settings: Settings, tmp_path: Path) -> str:
@@ -280,7 +280,7 @@ def test_the_router_is_retrained_from_staff_labels_after_the_adapter_step(
         return SimpleNamespace(version="v0007", promoted=True, cv_macro_f1=0.93)
 
     monkeypatch.setattr("training.router_training.train_router", fake_train_router)
-    monkeypatch.setattr("bot.models.load_embedder", lambda settings: "embedder")
+    monkeypatch.setattr("bot.model_assets.load_embedder", lambda settings: "embedder")
     # The stand-in embedder cannot ground examples; grounding has its own tests.
     outcome = run_training(tiny_settings(training__retrain_router=True, training__grounded=False), store=store,
                            force=True)

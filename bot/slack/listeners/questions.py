@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 
-from bot.slack.answering import Question
+from bot.slack.answer_service import Question
 from bot.slack.escalation import escalation_key
 
 if TYPE_CHECKING:

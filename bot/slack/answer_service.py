@@ -23,8 +23,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import metrics
-from bot.answer import Answer, AskContext, PartialCallback
 from bot.conversation_log import ConversationStore
+from bot.interfaces import Answer, AskContext, PartialCallback
 from bot.question_input import TOO_LONG_REASON, clean_question
 from bot.slack.blocks import (
     POLITE_ERROR_TEXT,
