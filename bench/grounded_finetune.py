@@ -225,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     if args.quick:
         args.double, args.single, args.questions = 6, 6, min(args.questions, 3)
-    state = STATE / "grounded"
+    # A quick run trains its own throwaway adapters: never the ones --reuse-adapters evaluates.
+    state = STATE / ("grounded-quick" if args.quick else "grounded")
     common: dict[str, Any] = dict(lora_r=16, lora_alpha=32, lora_dropout=0.05, epochs=args.epochs, lr=3e-4,
                                   lr_schedule="constant", batch_size=8, grad_accum=1, checkpoint_every=1000,
                                   max_steps=2 if args.quick else 0)

@@ -249,6 +249,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tune", action="store_true", help="grid over the lead weights on the tuning set")
     parser.add_argument("--out", type=Path, default=OUT, help="Markdown page to write (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="accepted for bench.run_all; this one is quick already")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
