@@ -25,6 +25,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -138,10 +139,8 @@ def memory_notes(settings: Settings, store: object | None) -> list[MemoryNote]:
     return [MemoryNote(e.question, e.answer, e.turn_id) for e in entries if e.route == "domain"]
 
 
-def question_embedder(settings: Settings) -> EmbedQuestions:
+def question_embedder(model: Any) -> EmbedQuestions:
     """Questions embedded as the memory embeds them (canonical form, normalised MiniLM vectors)."""
     from bot.indexing.embedding import embed
-    from bot.model_assets import load_embedder
 
-    model = load_embedder(settings)
     return lambda texts: np.asarray(embed(model, [canonical_question(t) for t in texts]), dtype=np.float32)

@@ -48,13 +48,11 @@ def training_dir(settings: Settings) -> Path:
     return settings.state_dir / "training"
 
 
-def new_labels_since_last_run(settings: Settings, store: ConversationStore) -> tuple[int, datetime | None]:
+def new_labels_since(store: ConversationStore, labels_until: str | None) -> tuple[int, datetime | None]:
     """Staff labels that arrived after the last completed run's export (None: never ran)."""
-    last = last_training_run(settings)
-    raw = last.labels_until if last else None
-    if not raw:
+    if not labels_until:
         return store.count_labels_since(None), None
-    since = datetime.fromisoformat(raw)
+    since = datetime.fromisoformat(labels_until)
     return store.count_labels_since(since), since
 
 
@@ -102,7 +100,7 @@ def _run_locked(
     cfg = settings.training
     previous = last_training_run(settings)
     labels_before = previous.labels_until if previous else None
-    new_labels, since = new_labels_since_last_run(settings, store)
+    new_labels, since = new_labels_since(store, labels_before)
     if not force and since is not None and new_labels < cfg.min_new_labels:
         summary = (f"skipped: {new_labels} new staff label(s) since {since:%Y-%m-%d %H:%M} UTC, "
                    f"training.min_new_labels is {cfg.min_new_labels}")
@@ -134,7 +132,7 @@ def _train_evaluate_promote(
     progress: bool,
 ) -> TrainingOutcome:
     from bot.llm.gguf_check import write_and_check_gguf
-    from bot.model_assets import base_llm_dir, configure_torch_threads, force_offline
+    from bot.model_assets import base_llm_dir, configure_torch_threads, force_offline, load_embedder
     from training.dataset import export_dataset
     from training.evaluate import evaluate_adapters
     from training.finetune import finetune
@@ -144,7 +142,11 @@ def _train_evaluate_promote(
     force_offline()
     configure_torch_threads(settings)
     cfg = settings.training
-    export = export_dataset(settings, store, run_dir / "data", grounder=_grounder(settings, store))
+    grounded = cfg.grounded and settings.memory.enabled
+    # One MiniLM for the grounding and the router retrain (each loaded its own before).
+    embedder = load_embedder(settings) if grounded or cfg.retrain_router else None
+    grounder = _grounder(settings, store, embedder) if grounded else None
+    export = export_dataset(settings, store, run_dir / "data", grounder=grounder)
     base_dir = base_llm_dir(settings)
     tuned = finetune(settings, export.train, base_dir=base_dir, data_hash=export.data_hash, progress=progress)
 
@@ -197,7 +199,7 @@ def _train_evaluate_promote(
     )
     if decision.promote:
         registry.promote(version.version)  # the one step that changes what is served
-    router_note = _retrain_router(settings, store) if cfg.retrain_router else ""
+    router_note = _retrain_router(settings, store, embedder) if cfg.retrain_router else ""
     cand = results["candidate"]
     head = (f"promoted adapter {version.version}" if decision.promote
             else f"kept {served.version if served else 'the base model'} ({version.version} not promoted)")
@@ -215,26 +217,19 @@ def _train_evaluate_promote(
     )
 
 
-def _grounder(settings: Settings, store: ConversationStore) -> Any:
-    """Grounds examples in the expert memory's entries, as served; None when either is off."""
-    if not (settings.training.grounded and settings.memory.enabled):
-        return None
+def _grounder(settings: Settings, store: ConversationStore, embedder: Any) -> Any:
+    """Grounds examples in the expert memory's entries, as served."""
     from training.grounding import Grounder, memory_notes, question_embedder
 
-    return Grounder.from_settings(settings, memory_notes(settings, store), question_embedder(settings))
+    return Grounder.from_settings(settings, memory_notes(settings, store), question_embedder(embedder))
 
 
-def _retrain_router(settings: Settings, store: ConversationStore) -> str:
+def _retrain_router(settings: Settings, store: ConversationStore, embedder: Any) -> str:
     """Retrain the router from staff route labels; its failure never undoes the adapter step."""
-    try:
-        from training.router_training import train_router
-    except ImportError:
-        log.info("router training is not available in this build; skipping the router step")
-        return ""
-    from bot.model_assets import load_embedder
+    from training.router_training import train_router
 
     try:
-        result = train_router(settings, embedder=load_embedder(settings), store=store, promote=True)
+        result = train_router(settings, embedder=embedder, store=store, promote=True)
     except BotError as exc:
         log.warning("router retraining failed: %s (the served router is unchanged)", exc)
         return f" Router retraining failed: {exc}."
