@@ -216,10 +216,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from bot.atomic import atomic_write_text
     from bot.evaluation.metrics import rouge_l, token_f1
-    from bot.indexing.embedding import embed
-    from bot.memory.matching import canonical_question
     from bot.model_assets import base_llm_dir, configure_torch_threads, force_offline, load_embedder
-    from training.grounding import Grounder, MemoryNote
+    from training.grounding import Grounder, MemoryNote, question_embedder
 
     force_offline()
     started = time.perf_counter()
@@ -249,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     embedder = load_embedder(grounded_settings)
     grounder = Grounder.from_settings(
         grounded_settings, [MemoryNote(e.question, e.answer) for e in train],
-        lambda texts: embed(embedder, [canonical_question(t) for t in texts]),
+        question_embedder(embedder),
     )
     grounded_train = grounder.ground(train)
     cases_bare = {"answered": [c["example"] for c in sets["answered"]], "absent": sets["absent"]}

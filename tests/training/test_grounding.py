@@ -20,19 +20,14 @@ from bot.memory.grounding import GROUNDING_HEADER, Note
 from tests.memory.conftest import SEED, RecordingBackend, write_seed
 from tests.training.conftest import add_labeled_turn
 from training.dataset import Example, export_dataset, read_jsonl_examples
-from training.grounding import Grounder, memory_notes
+from training.grounding import Grounder, memory_notes, question_embedder
 
 MASDEVALLIA = SEED[0][0]
 STAFF_ANSWER = "Water a Masdevallia every two days in summer and every four in winter, always with rainwater."
 
 
 def grounder(settings: Settings, store: ConversationStore | None, embedder: Any, share: float) -> Grounder:
-    def embed_questions(texts: Any) -> Any:
-        from bot.memory.matching import canonical_question
-
-        return embed(embedder, [canonical_question(t) for t in texts])
-
-    g = Grounder.from_settings(settings, memory_notes(settings, store), embed_questions)
+    g = Grounder.from_settings(settings, memory_notes(settings, store), question_embedder(embedder))
     g.answer_share = share
     return g
 
