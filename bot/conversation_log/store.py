@@ -9,6 +9,7 @@ constraints settle races between replicas.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,13 +106,35 @@ def make_engine(url: str, echo: bool = False) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            _enter_wal(cur)
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
     return engine
+
+
+def _enter_wal(cur: Any) -> None:
+    """Switch the file to WAL, waiting out a writer that still uses the rollback journal.
+
+    The busy timeout does not cover this one case: on a log no process has opened yet, a second
+    replica reads the header (a shared lock) while the first holds its write lock, and SQLite
+    answers "database is locked" at once rather than risk a deadlock, so replicas starting
+    together on a fresh file could fail here. Retrying until the busy timeout is what the
+    timeout promises everywhere else.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.01
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
 
 
 class ConversationStore:

@@ -5,6 +5,8 @@ on the first write)."""
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from sqlalchemy import inspect
 
 from bot.conversation_log.migrations import MIGRATIONS, applied_migrations, migrate
 from bot.conversation_log.schema import Base
-from bot.conversation_log.store import make_engine
+from bot.conversation_log.store import ConversationStore, make_engine
 from tests.servers.postgres import postgres_server
 
 ALL = [name for name, _ in MIGRATIONS]
@@ -94,3 +96,27 @@ def pg_url() -> Iterator[str]:
 def test_replicas_starting_together_migrate_a_postgres_log_once(pg_url: str) -> None:
     assert_migrated_once(pg_url, migrate_at_once(pg_url))
     orm_matches_migrated_schema(pg_url)
+
+
+def test_a_replica_waits_for_one_still_writing_through_the_rollback_journal(tmp_path: Path) -> None:
+    """On a fresh log the first writer may still be in rollback-journal mode when the next
+    replica opens it; SQLite refuses the switch to WAL at once there (no busy wait), which is
+    how one of four replicas failed to start in CI."""
+    path = tmp_path / "log.db"
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    writer.execute("CREATE TABLE earlier (x)")
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("INSERT INTO earlier VALUES (1)")
+    release = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    release.start()
+    try:
+        store = ConversationStore.open(f"sqlite:///{path}")
+    finally:
+        release.join()
+        writer.close()
+    try:
+        assert sorted(applied_migrations(store.engine)) == sorted(ALL)
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        store.engine.dispose()
