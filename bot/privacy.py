@@ -272,8 +272,11 @@ def adapters_trained_on(settings: Settings, data_hashes: Iterable[str]) -> list[
 
 def compact_embedded_chroma(settings: Settings) -> None:
     """Embedded Chroma keeps deleted documents in its SQLite file (full-text index, free pages)
-    until it is compacted; the Chroma server (`knowledge.chroma_url`) is compacted by its operator."""
+    until it is compacted, and its HNSW files can hold freed copies of them in unused slots; the
+    Chroma server (`knowledge.chroma_url`) is compacted by its operator."""
     import sqlite3
+
+    from bot.indexing.hnsw_files import clear_unused_slots
 
     if settings.knowledge.chroma_url:
         return
@@ -292,3 +295,4 @@ def compact_embedded_chroma(settings: Settings) -> None:
     except sqlite3.Error as exc:
         log.warning("could not compact %s (%s); erased expert-memory text may stay in its free pages until "
                     "Chroma compacts it", path, exc)
+    clear_unused_slots(path.parent)
