@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         common["grounded_answer_share"] = args.answer_share
     extra: dict[str, Any] = {"memory.ground_answer_chars": args.entry_chars} if args.entry_chars else {}
     if args.threads:
-        extra["domain.llamacpp_threads"] = args.threads
+        extra["domain.llamacpp.threads"] = args.threads
     bare_settings = settings_for(state, MED_SYSTEM, args.threads, extra, max_length=256, **common)
     # Same optimizer steps and effective batch as the bare adapter; half the batch per forward pass,
     # because 8 grounded prompts of 768 tokens outgrow this machine's memory next to anything else.

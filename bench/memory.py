@@ -343,7 +343,7 @@ def raw_prefill(settings: Any, prompts: list[tuple[list[int], list[int]]]) -> tu
     from bot.model_assets import base_gguf_path
 
     threads = llamacpp_threads(settings)
-    llm = Llama(model_path=str(base_gguf_path(settings)), n_ctx=settings.domain.llamacpp_n_ctx, n_threads=threads,
+    llm = Llama(model_path=str(base_gguf_path(settings)), n_ctx=settings.domain.llamacpp.n_ctx, n_threads=threads,
                 n_threads_batch=threads, verbose=False)
     timings: tuple[list[float], list[float]] = ([], [])
     for bare, grounded in prompts:

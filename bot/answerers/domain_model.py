@@ -305,7 +305,7 @@ class DomainAnswerer:
         messages = grounded_messages(self.cfg.system_prompt, question, grounding, mem.ground_answer_chars)
         allowed = (
             self.published().with_texts([h.entry.answer for h in grounding] + [self.cfg.system_prompt])
-            if self.cfg.guard_contact_points
+            if self.cfg.guard.contact_points
             else None
         )
         if on_partial is not None and allowed is not None:
@@ -314,7 +314,7 @@ class DomainAnswerer:
         try:
             text = finalize_answer(result.text, self.policy)
             if allowed is not None:
-                guarded = remove_invented_contacts(text, allowed, self.cfg.guard_min_words_left)
+                guarded = remove_invented_contacts(text, allowed, self.cfg.guard.min_words_left)
                 if guarded.removed:
                     metrics.GUARDED.labels(what="invented_contact").inc()
                 text = guarded.text

@@ -28,6 +28,21 @@ RETIRED_KEYS: dict[tuple[str, str], str] = {
     ("domain", "stream_interval_s"): "slack.stream_update_interval_s alone sets how often Slack edits "
     "a streamed answer",
 }
+# Keys that moved: the old name still works, with a warning naming the new one.
+MOVED_KEYS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("domain", "server_url"): ("domain", "server", "url"),
+    ("domain", "server_timeout_s"): ("domain", "server", "timeout_s"),
+    ("domain", "server_retries"): ("domain", "server", "retries"),
+    ("domain", "server_model"): ("domain", "server", "model"),
+    ("domain", "hf_dtype"): ("domain", "hf", "dtype"),
+    ("domain", "hf_quantization"): ("domain", "hf", "quantization"),
+    ("domain", "hf_static_cache"): ("domain", "hf", "static_cache"),
+    ("domain", "merge_adapter"): ("domain", "hf", "merge_adapter"),
+    ("domain", "llamacpp_n_ctx"): ("domain", "llamacpp", "n_ctx"),
+    ("domain", "llamacpp_threads"): ("domain", "llamacpp", "threads"),
+    ("domain", "guard_contact_points"): ("domain", "guard", "contact_points"),
+    ("domain", "guard_min_words_left"): ("domain", "guard", "min_words_left"),
+}
 
 ENV_PREFIX = "SUPPORTBOT_"
 CONFIG_ENV = "SUPPORTBOT_CONFIG"
@@ -82,10 +97,12 @@ def load_settings(
             + " in the environment"
         )
     _reject_secret_keys(raw)
-    _merge(raw, _env_overrides(env))
+    _upgrade_old_keys(raw, "config.toml")
+    _merge(raw, _upgrade_old_keys(_env_overrides(env), "the environment"))
+    flags: dict[str, Any] = {}
     for dotted, value in (overrides or {}).items():
-        _merge(raw, _nest(dotted.split("."), value))
-    _drop_retired_keys(raw)
+        _merge(flags, _nest(dotted.split("."), value))
+    _merge(raw, _upgrade_old_keys(flags, "the command line"))
     _resolve_paths(raw, base_dir)
     secrets = Secrets(
         **{name: env[var] for name, var in SECRET_ENV.items() if env.get(var)}
@@ -96,13 +113,32 @@ def load_settings(
         raise ConfigError(format_validation_error(exc)) from None
 
 
-def _drop_retired_keys(raw: dict[str, Any]) -> None:
+def _upgrade_old_keys(layer: dict[str, Any], origin: str) -> dict[str, Any]:
+    """Drop retired keys and move renamed ones in one source of settings, before sources merge,
+    so the environment still beats config.toml whichever spelling each uses."""
     for (section, key), instead in RETIRED_KEYS.items():
-        values = raw.get(section)
+        values = layer.get(section)
         if isinstance(values, dict) and key in values:
             del values[key]
-            log.warning("config: %s.%s is no longer used (%s); remove it from config.toml or %s%s__%s",
-                        section, key, instead, ENV_PREFIX, section.upper(), key.upper())
+            log.warning("config: %s.%s (in %s) is no longer used (%s); remove it", section, key, origin, instead)
+    for (section, key), target in MOVED_KEYS.items():
+        values = layer.get(section)
+        if not isinstance(values, dict) or key not in values:
+            continue
+        value = values.pop(key)
+        node = layer
+        for part in target[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{'.'.join(target[:-1])}: must be a table of settings, got {type(node).__name__}")
+        new_name = ".".join(target)
+        if target[-1] in node:
+            raise ConfigError(f"{section}.{key} and {new_name} are both set in {origin}; keep {new_name} only")
+        node[target[-1]] = value
+        log.warning("config: %s.%s (in %s) is now %s (environment: %s%s); the old name still works "
+                    "in this release", section, key, origin, new_name, ENV_PREFIX,
+                    "__".join(part.upper() for part in target))
+    return layer
 
 
 def _reject_secret_keys(raw: Mapping[str, Any]) -> None:

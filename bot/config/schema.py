@@ -244,6 +244,66 @@ class RouterConfig(_Section):
         return self
 
 
+class ServerSettings(_Section):
+    """`[domain.server]`: the OpenAI-compatible server the `openai` backend calls."""
+
+    url: str = Field(
+        "", description="Base URL of the OpenAI-compatible server (backend = openai), e.g. http://vllm:8000/v1."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Per-request timeout.")
+    retries: int = Field(2, ge=0, description="Retries with backoff on errors.")
+    model: str = Field(
+        "",
+        description="Model name the server serves the base model under (used while no adapter is "
+        "promoted; an adapter is requested by its version name). Empty: the first of GET /models.",
+    )
+
+
+class HFSettings(_Section):
+    """`[domain.hf]`: the Hugging Face (torch) backend."""
+
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "bfloat16",
+        description="Weights dtype: bfloat16 decodes faster on CPU with the same loss as float32 "
+        "(docs/benchmarks/domain.md).",
+    )
+    quantization: Literal["none", "int8_dynamic"] = Field(
+        "none",
+        description="int8_dynamic: int8 linear layers (faster, but raised SmolLM2-135M's loss from "
+        "4.9 to 6.2 nats: measure before using it on a small model); none: keep the dtype's weights.",
+    )
+    static_cache: bool = Field(True, description="Pre-allocated (static) KV cache (faster decoding).")
+    merge_adapter: bool = Field(
+        True,
+        description="Merge the LoRA adapter into the base weights when it loads (faster decoding; "
+        "always on with int8_dynamic).",
+    )
+
+
+class LlamaCppSettings(_Section):
+    """`[domain.llamacpp]`: the llama.cpp backend."""
+
+    n_ctx: int = Field(2048, ge=256, description="Context window in tokens.")
+    threads: int = Field(0, ge=0, description="Decode threads; 0 = models.torch_threads or one per CPU core.")
+
+
+class GuardSettings(_Section):
+    """`[domain.guard]`: what a generated answer may not carry."""
+
+    contact_points: bool = Field(
+        True,
+        description="Remove every sentence of a generated answer that carries a URL, e-mail, phone "
+        "number, price or order/SKU-like code found neither in the knowledge base nor in the entries "
+        "the model was given (a small model invents them).",
+    )
+    min_words_left: int = Field(
+        6,
+        ge=1,
+        description="When fewer words than this are left after removing invented contact points, the "
+        "answer counts as degenerate: the pipeline falls back to retrieval or a person.",
+    )
+
+
 class DomainConfig(_Section):
     backend: Literal["auto", "hf", "llamacpp", "openai"] = Field(
         "auto",
@@ -262,38 +322,6 @@ class DomainConfig(_Section):
     repetition_penalty: float = Field(1.15, ge=1.0, le=2.0, description="1.0 = off.")
     no_repeat_ngram_size: int = Field(
         4, ge=0, description="Block repeating any n-gram of this size; 0 = off."
-    )
-    server_url: str = Field(
-        "", description="Base URL of the OpenAI-compatible server (backend = openai), e.g. http://vllm:8000/v1."
-    )
-    server_timeout_s: float = Field(30.0, gt=0, description="Per-request timeout.")
-    server_retries: int = Field(2, ge=0, description="Retries with backoff on errors.")
-    server_model: str = Field(
-        "",
-        description="Model name the server serves the base model under (used while no adapter is "
-        "promoted; an adapter is requested by its version name). Empty: the first of GET /models.",
-    )
-    hf_dtype: Literal["float32", "bfloat16"] = Field(
-        "bfloat16",
-        description="Weights dtype of the Hugging Face backend: bfloat16 decodes faster on CPU with "
-        "the same loss as float32 (docs/benchmarks/domain.md).",
-    )
-    hf_quantization: Literal["none", "int8_dynamic"] = Field(
-        "none",
-        description="int8_dynamic: int8 linear layers (faster, but raised SmolLM2-135M's loss from "
-        "4.9 to 6.2 nats: measure before using it on a small model); none: keep hf_dtype weights.",
-    )
-    hf_static_cache: bool = Field(
-        True, description="Pre-allocated (static) KV cache in the Hugging Face backend (faster decoding)."
-    )
-    merge_adapter: bool = Field(
-        True,
-        description="Merge the LoRA adapter into the base weights when it loads (faster decoding; "
-        "always on with int8_dynamic).",
-    )
-    llamacpp_n_ctx: int = Field(2048, ge=256, description="llama.cpp context window in tokens.")
-    llamacpp_threads: int = Field(
-        0, ge=0, description="llama.cpp decode threads; 0 = models.torch_threads or one per CPU core."
     )
     adapter_poll_s: float = Field(
         2.0, gt=0, description="How often the running bot checks the registry for a new adapter."
@@ -319,17 +347,13 @@ class DomainConfig(_Section):
         description="An answer starting with one of these counts as the model declining: the "
         "pipeline falls back to retrieval or a person.",
     )
-    guard_contact_points: bool = Field(
-        True,
-        description="Remove every sentence of a generated answer that carries a URL, e-mail, phone "
-        "number, price or order/SKU-like code found neither in the knowledge base nor in the entries "
-        "the model was given (a small model invents them).",
+    hf: HFSettings = Field(default_factory=HFSettings, description="The Hugging Face backend.")
+    llamacpp: LlamaCppSettings = Field(default_factory=LlamaCppSettings, description="The llama.cpp backend.")
+    server: ServerSettings = Field(
+        default_factory=ServerSettings, description="The OpenAI-compatible server (backend = openai)."
     )
-    guard_min_words_left: int = Field(
-        6,
-        ge=1,
-        description="When fewer words than this are left after removing invented contact points, the "
-        "answer counts as degenerate: the pipeline falls back to retrieval or a person.",
+    guard: GuardSettings = Field(
+        default_factory=GuardSettings, description="Checks on a generated answer before a customer reads it."
     )
 
 
@@ -710,12 +734,15 @@ class Settings(_Section):
         """
         from bot.masking import mask_url_password
 
+        def mask(values: dict[str, Any]) -> None:  # tables nest: [domain.server] url
+            for key, value in values.items():
+                if isinstance(value, dict):
+                    mask(value)
+                elif key.endswith("url") and isinstance(value, str):
+                    values[key] = mask_url_password(value)
+
         data = self.model_dump(mode="json")
-        for values in data.values():
-            if isinstance(values, dict):
-                for key, value in values.items():
-                    if key.endswith("url") and isinstance(value, str):
-                        values[key] = mask_url_password(value)
+        mask(data)
         data["secrets"] = {
             env: ("***" if getattr(self.secrets, name) is not None else "(unset)")
             for name, env in SECRET_ENV.items()

@@ -55,15 +55,15 @@ class HFBackend:
     def load(self, adapter: AdapterRef | None) -> HFModel:
         cfg = self.settings.domain
         started = time.perf_counter()
-        quantize = cfg.hf_quantization == "int8_dynamic"
+        quantize = cfg.hf.quantization == "int8_dynamic"
         # int8 dynamic quantization converts from float32 weights; bf16 would be upcast anyway.
-        dtype = "float32" if quantize else cfg.hf_dtype
+        dtype = "float32" if quantize else cfg.hf.dtype
         model, tokenizer = load_causal_lm(self.base_dir(), dtype=dtype)
         if adapter is not None:
             from peft import PeftModel
 
             peft_model = PeftModel.from_pretrained(model, str(adapter.path), is_trainable=False)
-            model = peft_model.merge_and_unload() if (cfg.merge_adapter or quantize) else peft_model
+            model = peft_model.merge_and_unload() if (cfg.hf.merge_adapter or quantize) else peft_model
         if quantize:
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         model.eval()
@@ -72,11 +72,11 @@ class HFBackend:
             "hf model ready version=%s dtype=%s quantization=%s merged=%s in %.2fs",
             version,
             dtype,
-            cfg.hf_quantization,
-            bool(adapter) and (cfg.merge_adapter or quantize),
+            cfg.hf.quantization,
+            bool(adapter) and (cfg.hf.merge_adapter or quantize),
             time.perf_counter() - started,
         )
-        return HFModel(model, tokenizer, version, static_cache=cfg.hf_static_cache)
+        return HFModel(model, tokenizer, version, static_cache=cfg.hf.static_cache)
 
     def close(self) -> None:
         return None

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 def llamacpp_threads(settings: Settings) -> int:
     """Decode threads for llama.cpp: its own setting, else torch's, else every core."""
-    return settings.domain.llamacpp_threads or settings.models.torch_threads or max(1, os.cpu_count() or 2)
+    return settings.domain.llamacpp.threads or settings.models.torch_threads or max(1, os.cpu_count() or 2)
 
 
 class LlamaCppBackend:
@@ -83,7 +83,7 @@ class LlamaCppBackend:
         llama = Llama(
             model_path=str(self.gguf_path()),
             lora_path=lora,
-            n_ctx=self.settings.domain.llamacpp_n_ctx,
+            n_ctx=self.settings.domain.llamacpp.n_ctx,
             n_threads=self.threads(),
             n_threads_batch=self.threads(),
             verbose=False,
@@ -251,7 +251,7 @@ class LlamaCppModel:
         if room <= 0:
             raise AnswererUnavailable(
                 f"the question is too long for the domain model ({len(prompt)} prompt tokens, "
-                f"context {self._n_ctx}; raise domain.llamacpp_n_ctx)"
+                f"context {self._n_ctx}; raise domain.llamacpp.n_ctx)"
             )
         limit = min(params.max_new_tokens, room)
         penalize = params.repetition_penalty != 1.0

@@ -50,14 +50,14 @@ class OpenAIServerBackend:
     def __init__(self, settings: Settings, *, backoff_s: float = 0.5) -> None:
         cfg = settings.domain
         self.settings = settings
-        self.base_url = cfg.server_url.rstrip("/")
-        self.retries = cfg.server_retries
+        self.base_url = cfg.server.url.rstrip("/")
+        self.retries = cfg.server.retries
         self.backoff_s = backoff_s
-        timeout = cfg.server_timeout_s
+        timeout = cfg.server.timeout_s
         self.client = httpx.Client(
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0))
         )
-        self._base_model = cfg.server_model
+        self._base_model = cfg.server.model
 
     # --- model names -------------------------------------------------------------------------
 
@@ -95,7 +95,7 @@ class OpenAIServerBackend:
     # --- HTTP with retries -------------------------------------------------------------------
 
     def with_retries(self, what: str, attempt_fn: Any) -> Any:
-        """Run `attempt_fn` up to 1 + server_retries times, backing off between tries."""
+        """Run `attempt_fn` up to 1 + server.retries times, backing off between tries."""
         last = ""
         for attempt in range(self.retries + 1):
             if attempt:

@@ -45,12 +45,12 @@ def resolve_backend_name(settings: Settings) -> tuple[str, str]:
     """Which backend serves, and why (logged at start so ops can tell what is running)."""
     cfg = settings.domain
     if cfg.backend == "openai":
-        if not cfg.server_url:
+        if not cfg.server.url:
             raise ConfigError(
-                "domain.server_url: required when domain.backend = \"openai\" "
+                "domain.server.url: required when domain.backend = \"openai\" "
                 "(e.g. http://vllm:8000/v1)"
             )
-        return "openai", f"configured: OpenAI-compatible server at {cfg.server_url}"
+        return "openai", f"configured: OpenAI-compatible server at {cfg.server.url}"
     if cfg.backend == "hf":
         return "hf", "configured: domain.backend = \"hf\""
     if cfg.backend == "llamacpp":

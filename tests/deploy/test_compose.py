@@ -137,9 +137,11 @@ def assert_took_effect(settings: Settings, env: dict[str, str]) -> int:
             assert getattr(settings.secrets, field).get_secret_value() == value, var
             continue
         assert var != CONFIG_ENV and "__" in var, f"{var} is neither a SECTION__KEY override nor a secret"
-        section, key = (part.lower() for part in var[len(ENV_PREFIX):].split("__"))
-        model = getattr(settings, section)
-        assert key in type(model).model_fields, f"{var}: [{section}] has no key {key!r}"
+        *tables, key = (part.lower() for part in var[len(ENV_PREFIX):].split("__"))
+        model: Any = settings
+        for table in tables:  # SUPPORTBOT_DOMAIN__SERVER__URL: [domain.server] url
+            model = getattr(model, table)
+        assert key in type(model).model_fields, f"{var}: [{'.'.join(tables)}] has no key {key!r}"
         parsed: Any = json.loads(value) if value[:1] in ("[", "{") else value
         expected = TypeAdapter(type(model).model_fields[key].annotation).validate_python(parsed)
         assert getattr(model, key) == expected, var
@@ -195,10 +197,10 @@ def test_services_agree_on_hosts_ports_and_paths(compose: dict[str, Any], image_
     # Domain model: the inference service, its port, the name it gives the base model.
     inference = services["inference"]
     args = inference["command"]
-    server = urlparse(settings.domain.server_url)
+    server = urlparse(settings.domain.server.url)
     assert settings.domain.backend == "openai"
     assert (server.hostname, server.port, server.path) == ("inference", int(flag_value(args, "--port") or 0), "/v1")
-    assert settings.domain.server_model == flag_value(args, "--served-model-name")
+    assert settings.domain.server.model == flag_value(args, "--served-model-name")
     # The adapters are trained on the same base model folder vLLM serves, from the same volume.
     base = settings.models.base_llm_path
     assert base is not None and str(base) == flag_value(args, "--model")

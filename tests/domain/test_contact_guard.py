@@ -210,8 +210,8 @@ def test_answer_without_contact_points_is_returned_unchanged(knowledge_allowlist
 
 def test_shipped_config_turns_the_guard_on():
     settings = load_settings(REPO / "config.toml", env={})
-    assert settings.domain.guard_contact_points is True
-    assert settings.domain.guard_min_words_left == 6
+    assert settings.domain.guard.contact_points is True
+    assert settings.domain.guard.min_words_left == 6
 
 
 # --- real model output ----------------------------------------------------------------------
@@ -263,14 +263,14 @@ def test_guard_removes_every_contact_point_the_real_model_invents(
     # shop's link stays verbatim.
     ours = "Shipping zones and costs are listed at https://rareroots.example/help/shipping."
     answer = raw.rstrip() + "\n\n" + ours
-    guarded = remove_invented_contacts(answer, knowledge_allowlist, min_words_left=cfg.guard_min_words_left)
+    guarded = remove_invented_contacts(answer, knowledge_allowlist, min_words_left=cfg.guard.min_words_left)
     assert invented <= set(guarded.removed), (raw, guarded)
     assert all(knowledge_allowlist.allows(p) for p in extract_contact_points(guarded.text)), guarded.text
     assert ours in guarded.text
 
     # The raw output alone: either what is left carries no invented point, or it falls back.
     try:
-        alone = remove_invented_contacts(raw, knowledge_allowlist, min_words_left=cfg.guard_min_words_left)
+        alone = remove_invented_contacts(raw, knowledge_allowlist, min_words_left=cfg.guard.min_words_left)
     except DegenerateAnswer as exc:
         assert any(p in str(exc) for p in invented), str(exc)
     else:

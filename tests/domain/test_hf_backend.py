@@ -61,7 +61,7 @@ def test_merged_adapter_answers_like_the_unmerged_one(domain_settings, tiny_adap
     answers = []
     for merge in (False, True):
         settings = domain_settings(
-            domain__merge_adapter=merge, domain__hf_quantization="none", domain__hf_dtype="float32"
+            domain__hf__merge_adapter=merge, domain__hf__quantization="none", domain__hf__dtype="float32"
         )
         promote(settings, tiny_adapters["a"])
         answerer = build_domain_answerer(settings)

@@ -21,9 +21,9 @@ QUESTION = "How often should I water a Masdevallia orchid?"
 def _answerer(settings_factory, url: str, **overrides) -> DomainAnswerer:
     values = {
         "domain.backend": "openai",
-        "domain.server_url": url,
-        "domain.server_timeout_s": 2.0,
-        "domain.server_retries": 2,
+        "domain.server.url": url,
+        "domain.server.timeout_s": 2.0,
+        "domain.server.retries": 2,
     }
     values.update(overrides)
     settings = settings_factory(**values)
@@ -74,7 +74,7 @@ def test_adapter_the_server_does_not_serve_keeps_the_current_model(settings_fact
 
 def test_server_errors_are_retried_then_answered(settings_factory, fake_openai_server):
     fake_openai_server.state.fail_next = 2
-    answerer = _answerer(settings_factory, fake_openai_server.url, **{"domain.server_model": "smollm2-base"})
+    answerer = _answerer(settings_factory, fake_openai_server.url, **{"domain.server.model": "smollm2-base"})
     draft = answerer.answer(QUESTION, AskContext())
     answerer.close()
     assert draft.text == fake_openai_server.state.reply
@@ -83,7 +83,7 @@ def test_server_errors_are_retried_then_answered(settings_factory, fake_openai_s
 
 def test_persistent_500_gives_a_clear_error_after_the_retries(settings_factory, fake_openai_server):
     fake_openai_server.state.fail_next = 100
-    answerer = _answerer(settings_factory, fake_openai_server.url, **{"domain.server_model": "smollm2-base"})
+    answerer = _answerer(settings_factory, fake_openai_server.url, **{"domain.server.model": "smollm2-base"})
     with pytest.raises(AnswererUnavailable, match=r"unavailable after 3 attempts: HTTP 500"):
         answerer.answer(QUESTION, AskContext())
     answerer.close()
@@ -93,7 +93,7 @@ def test_persistent_500_gives_a_clear_error_after_the_retries(settings_factory, 
 def test_client_error_is_not_retried(settings_factory, fake_openai_server):
     fake_openai_server.state.fail_next = 1
     fake_openai_server.state.fail_status = 400
-    answerer = _answerer(settings_factory, fake_openai_server.url, **{"domain.server_model": "smollm2-base"})
+    answerer = _answerer(settings_factory, fake_openai_server.url, **{"domain.server.model": "smollm2-base"})
     with pytest.raises(AnswererUnavailable, match="refused the request: HTTP 400"):
         answerer.answer(QUESTION, AskContext())
     answerer.close()
@@ -105,7 +105,7 @@ def test_slow_server_times_out(settings_factory, fake_openai_server):
     answerer = _answerer(
         settings_factory,
         fake_openai_server.url,
-        **{"domain.server_model": "smollm2-base", "domain.server_timeout_s": 0.3, "domain.server_retries": 1},
+        **{"domain.server.model": "smollm2-base", "domain.server.timeout_s": 0.3, "domain.server.retries": 1},
     )
     with pytest.raises(AnswererUnavailable, match="timed out"):
         answerer.answer(QUESTION, AskContext())
@@ -138,5 +138,5 @@ def test_server_down_falls_back_to_escalation_in_the_pipeline(settings_factory, 
 
 def test_openai_backend_without_a_url_is_a_config_error(settings_factory):
     settings = settings_factory(**{"domain.backend": "openai"})
-    with pytest.raises(ConfigError, match="domain.server_url"):
+    with pytest.raises(ConfigError, match="domain.server.url"):
         select_backend(settings)

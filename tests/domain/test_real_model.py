@@ -50,7 +50,8 @@ def test_llamacpp_applies_a_converted_adapter_like_peft_does(real_settings: Sett
     messages = [{"role": "user", "content": QUESTION}]
     params = GenerationParams(max_new_tokens=12)
     hf_settings = real_settings.model_copy(
-        update={"domain": real_settings.domain.model_copy(update={"hf_quantization": "none"})}
+        update={"domain": real_settings.domain.model_copy(
+            update={"hf": real_settings.domain.hf.model_copy(update={"quantization": "none"})})}
     )
     texts = {}
     for name, backend in (("hf", HFBackend(hf_settings)), ("llamacpp", LlamaCppBackend(real_settings))):

@@ -48,8 +48,40 @@ def test_a_retired_key_still_loads_and_the_log_says_what_replaced_it(
     config = write(tmp_path, "[domain]\nstream_interval_s = 1.0\nmax_new_tokens = 99\n")
     settings = load_settings(config, env={"SUPPORTBOT_DOMAIN__STREAM_INTERVAL_S": "2"})
     assert settings.domain.max_new_tokens == 99  # the rest of the section still applies
-    [warning] = [r.getMessage() for r in caplog.records if "stream_interval_s" in r.getMessage()]
-    assert "no longer used" in warning and "slack.stream_update_interval_s" in warning
+    warnings = [r.getMessage() for r in caplog.records if "stream_interval_s" in r.getMessage()]
+    assert len(warnings) == 2  # one per place that still sets it
+    assert all("no longer used" in w and "slack.stream_update_interval_s" in w for w in warnings)
+    assert any("config.toml" in w for w in warnings) and any("the environment" in w for w in warnings)
+
+
+def test_domain_keys_under_their_old_flat_names_still_load_where_they_moved(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`[domain] hf_dtype` became `[domain.hf] dtype`: a config written for the flat names keeps
+    working, and the log names the new key and its environment variable."""
+    config = write(tmp_path, '[domain]\nhf_dtype = "float32"\nserver_url = "http://vllm:8000/v1"\n'
+                             "guard_min_words_left = 9\nllamacpp_threads = 3\n")
+    settings = load_settings(config, env={"SUPPORTBOT_DOMAIN__SERVER_RETRIES": "5"})
+    assert settings.domain.hf.dtype == "float32"
+    assert settings.domain.server.url == "http://vllm:8000/v1" and settings.domain.server.retries == 5
+    assert settings.domain.guard.min_words_left == 9 and settings.domain.llamacpp.threads == 3
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("domain.hf_dtype (in config.toml) is now domain.hf.dtype" in m
+               and "SUPPORTBOT_DOMAIN__HF__DTYPE" in m for m in messages)
+    assert any("domain.server_retries (in the environment) is now domain.server.retries" in m for m in messages)
+
+
+def test_the_environment_still_beats_the_file_whichever_spelling_each_uses(tmp_path: Path) -> None:
+    config = write(tmp_path, '[domain.hf]\ndtype = "bfloat16"\n')
+    assert load_settings(config, env={"SUPPORTBOT_DOMAIN__HF_DTYPE": "float32"}).domain.hf.dtype == "float32"
+    config = write(tmp_path, '[domain]\nhf_dtype = "float32"\n')
+    assert load_settings(config, env={"SUPPORTBOT_DOMAIN__HF__DTYPE": "bfloat16"}).domain.hf.dtype == "bfloat16"
+
+
+def test_old_and_new_name_in_one_file_is_refused_naming_both(tmp_path: Path) -> None:
+    config = write(tmp_path, '[domain]\nhf_dtype = "float32"\n\n[domain.hf]\ndtype = "bfloat16"\n')
+    with pytest.raises(ConfigError, match=r"domain\.hf_dtype and domain\.hf\.dtype are both set in config\.toml"):
+        load_settings(config, env={})
 
 
 def test_missing_explicit_file_says_how_to_fix(tmp_path: Path) -> None:

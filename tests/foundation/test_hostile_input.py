@@ -180,7 +180,7 @@ def test_mask_url_password_keeps_everything_but_the_password() -> None:
 SECRET_ENV = {
     "SUPPORTBOT_DATABASE__URL": "postgresql+psycopg://bot:hunter2@127.0.0.1:1/supportbot",
     "SUPPORTBOT_KNOWLEDGE__CHROMA_URL": "http://reader:chromapass@chroma:8000",
-    "SUPPORTBOT_DOMAIN__SERVER_URL": "http://llm:llmpass@vllm:8000/v1",
+    "SUPPORTBOT_DOMAIN__SERVER__URL": "http://llm:llmpass@vllm:8000/v1",
     "SUPPORTBOT_DATABASE_PASSWORD": "envpass",
 }
 SECRETS = ("hunter2", "chromapass", "llmpass", "envpass")
