@@ -184,10 +184,10 @@ def main() -> None:
     # Candidate pools through the production ranking code, with the questions embedded in one
     # batch (search() embeds one at a time; the ranking is the same).
     vectors = embedder.encode([q.text for q in queries], normalize_embeddings=True, show_progress_bar=False)
-    store, snapshot = kb._open_store(), kb._snapshot
+    store, snapshot = kb.index.open_store(), kb.index.snapshot
     pools: list[list[tuple[float, float, tuple[str, str], str]]] = []
     for query, vector in zip(queries, vectors, strict=True):
-        hits = kb._rank(store, snapshot, query.text, vector, POOL, 0.5)
+        hits = kb.searcher.rank(store, snapshot, query.text, vector, POOL, 0.5)
         pools.append([(h.dense_score, h.lexical_score, (h.source.path, h.source.heading), h.chunk_id) for h in hits])
     tune = [i for i, q in enumerate(queries) if q.split == "tune"]
     test = [i for i, q in enumerate(queries) if q.split == "test"]
@@ -222,7 +222,7 @@ def main() -> None:
     # -- query latency: embed + Chroma + BM25 + fusion, cache bypassed (distinct queries) ------
     latencies, embed_ms = [], []
     for i in test[:LIVE_CHECKED]:
-        kb._cache.clear()
+        kb.searcher.forget_results()
         started = time.perf_counter()
         kb.search(queries[i].text)
         latencies.append((time.perf_counter() - started) * 1000)

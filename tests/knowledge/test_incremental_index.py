@@ -40,7 +40,7 @@ def write(folder: Path, name: str, text: str) -> Path:
 
 
 def chroma_ids(kb: KnowledgeBase) -> set[str]:
-    return {c.chunk_id for c in kb._open_store().load_all()}
+    return {c.chunk_id for c in kb.index.open_store().load_all()}
 
 
 def test_first_sync_adds_every_file_with_its_chunks(docs: Path, make_kb: Callable[..., KnowledgeBase]) -> None:
@@ -193,9 +193,9 @@ def test_vectors_missing_from_chroma_are_rebuilt_even_if_the_manifest_says_index
     write(docs, "returns.md", RETURNS)
     kb = make_kb(docs)
     kb.sync()
-    manifest = json.loads(kb.manifest_path.read_text())
+    manifest = json.loads(kb.index.manifest_path.read_text())
     assert manifest["files"]["returns.md"]["chunks"] == 2
-    kb._open_store().delete([next(iter(chroma_ids(kb)))])  # e.g. a crash or a wiped server
+    kb.index.open_store().delete([next(iter(chroma_ids(kb)))])  # e.g. a crash or a wiped server
     report = kb.sync()
     assert report.updated == [] and report.embedded == 1  # only the lost chunk is re-embedded
     assert len(chroma_ids(kb)) == 2
@@ -212,7 +212,7 @@ def test_writes_are_split_into_chroma_sized_batches(docs: Path, make_kb: Callabl
     write(docs, "returns.md", RETURNS)
     write(docs, "hours.txt", HOURS)
     kb = make_kb(docs)
-    store = kb._open_store()
+    store = kb.index.open_store()
     store.max_batch = 2
     calls: list[int] = []
     original = store._collection.upsert

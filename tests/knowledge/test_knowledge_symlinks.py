@@ -56,7 +56,7 @@ def test_outside_link_is_not_indexed_and_every_refused_link_is_warned_once(
         kb.sync()  # the next sync (the watcher's) does not repeat the warnings
     assert sorted(report.added) == ["policy/again.md", "returns.md"]
     assert sorted(report.skipped) == ["gone.md", "leaked", "loop.md", "policy/up", "server.md"]
-    indexed = {c.meta.get("path") for c in kb._open_store().load_all()}
+    indexed = {c.meta.get("path") for c in kb.index.open_store().load_all()}
     assert indexed == {"policy/again.md", "returns.md"}
     assert all("tulip-umbrella" not in hit.text for hit in kb.search("admin password of the shop server"))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -87,4 +87,4 @@ def test_link_retargeted_outside_is_dropped_not_kept_serving(
     (docs / "alias.md").symlink_to(tmp_path / "server.md")
     report = kb.sync()
     assert report.removed == ["alias.md"] and report.skipped == ["alias.md"]
-    assert {c.meta.get("path") for c in kb._open_store().load_all()} == {"returns.md"}
+    assert {c.meta.get("path") for c in kb.index.open_store().load_all()} == {"returns.md"}

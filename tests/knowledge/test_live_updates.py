@@ -57,7 +57,7 @@ def test_close_stops_the_watcher(docs: Path, make_kb: Callable[..., KnowledgeBas
     kb = make_kb(docs, **{"knowledge.watch_debounce_ms": 100})
     kb.sync()
     kb.start_watching()
-    watcher = kb._watcher
+    watcher = kb.indexer._watcher
     assert watcher is not None and watcher._thread is not None
     thread = watcher._thread
     kb.close()

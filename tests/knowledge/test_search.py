@@ -67,10 +67,12 @@ def test_empty_query_returns_nothing(sample_kb: KnowledgeBase) -> None:
 def test_repeated_search_is_served_from_the_cache(sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> None:
     first = sample_kb.search("heat pack price for winter orders")
     calls: list[Any] = []
-    original = sample_kb.embed_query
-    monkeypatch.setattr(sample_kb, "embed_query", lambda text: calls.append(text) or original(text))
+    original = sample_kb.searcher.embed_query
+    monkeypatch.setattr(sample_kb.searcher, "embed_query", lambda text: calls.append(text) or original(text))
     assert sample_kb.search("heat pack price for winter orders") == first
     assert calls == []
+    sample_kb.search("heat pack price for summer orders")
+    assert calls == ["heat pack price for summer orders"]  # the spy sees what the cache does not answer
 
 
 def test_tokenizer_keeps_codes_whole_and_in_parts() -> None:
