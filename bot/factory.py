@@ -7,28 +7,50 @@ here, once per process, so tests build their own pieces and nothing happens at i
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.conversation_log.opening import open_store
+from bot.errors import AnswererUnavailable
 from bot.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from bot.answerers.domain_model import DomainAnswerer
+    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.memory import ExpertMemory
+    from bot.router import TopicRouter
+    from training.background import SeedAdapterJob
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class Runtime:
+    """Everything one process serves with, built once by `build_runtime` for every channel
+    (Slack, Rasa, the console, `ask`, `eval`), closed once when it stops."""
+
     settings: Settings
     store: ConversationStore
     pipeline: Pipeline
-    knowledge: Any
-    router: Any
-    domain: Any
-    _closers: list[Any] = field(default_factory=list)
-    memory: Any = None
-    seed_training: Any = None  # training.background.SeedAdapterJob while a fresh install trains
+    knowledge: KnowledgeBase
+    router: TopicRouter
+    domain: DomainAnswerer
+    _closers: list[Callable[[], None]] = field(default_factory=list)
+    memory: ExpertMemory | None = None
+    seed_training: SeedAdapterJob | None = None  # while a fresh install trains its first adapter
+
+    def warm_up_domain(self) -> None:
+        """Load the domain model now, so the first customer does not wait minutes for it. An
+        inference server that is still starting is not fatal: the model loads on the first
+        domain question, and until then those questions fall back."""
+        try:
+            self.domain.warm_up()
+        except AnswererUnavailable as exc:
+            log.warning("domain model not ready at start (%s); it loads on the first domain question, "
+                        "and until then those questions fall back to retrieval or a person", exc)
 
     def close(self) -> None:
         for closer in reversed(self._closers):
@@ -84,6 +106,7 @@ def build_runtime(
     if settings.router.train_at_start:
         train_first_router(settings, embedder, store, knowledge)
     router = build_router(settings, embedder=embedder, knowledge=knowledge, store=store)
+    router.warm_up()  # the encoder copy and the promoted version load now, not on the first question
     from bot import metrics
 
     metrics.watch_runtime(lambda: serving_versions(router, domain), knowledge)

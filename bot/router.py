@@ -81,18 +81,47 @@ class TopicRouter:
     ) -> None:
         self.settings = settings
         self.embedder = embedder
-        self.query_encoder = QueryEncoder(embedder, settings.router.query_precision)
         self.knowledge = knowledge
         self.registry = registry or router_registry(settings)
         self._clock = clock
         self._lock = threading.Lock()
+        self._warm_lock = threading.Lock()
+        self._query_encoder: QueryEncoder | None = None
         self._zero_shot: _Serving | None = None
         self._kb_warned = False
         self._seen_version: str | None = None
         self._last_check = clock()
-        self._serving = self._load_initial()
+        self._loaded: _Serving | None = None
 
     # --- loading and hot reload ----------------------------------------------------------------
+
+    def warm_up(self) -> None:
+        """Copy (and quantize) the question encoder and load the promoted version, or build the
+        zero-shot router; the first decision does it when nobody called this first."""
+        with self._warm_lock:
+            if self._query_encoder is None:
+                self._query_encoder = QueryEncoder(self.embedder, self.settings.router.query_precision)
+            if self._loaded is None:
+                self._loaded = self._load_initial()
+                self._last_check = self._clock()
+
+    @property
+    def query_encoder(self) -> QueryEncoder:
+        if self._query_encoder is None:
+            self.warm_up()
+        assert self._query_encoder is not None
+        return self._query_encoder
+
+    @property
+    def _serving(self) -> _Serving:
+        if self._loaded is None:
+            self.warm_up()
+        assert self._loaded is not None
+        return self._loaded
+
+    @_serving.setter
+    def _serving(self, serving: _Serving) -> None:
+        self._loaded = serving
 
     def _load_initial(self) -> _Serving:
         version = self.registry.current_version()
@@ -129,6 +158,8 @@ class TopicRouter:
         concurrent questions see the old router or the new one, never a half-loaded one; a
         version that fails to load is reported once and the current router keeps serving.
         """
+        if self._loaded is None:
+            self.warm_up()
         now = self._clock()
         if not force and now - self._last_check < self.settings.router.reload_interval_s:
             return False

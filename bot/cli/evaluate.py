@@ -59,6 +59,7 @@ def evaluate(
 
     with console.status("Loading models and the knowledge base..."):
         runtime = build_runtime(settings, watch=False)
+        runtime.warm_up_domain()  # as Slack and Rasa do: no question's latency includes loading the model
     # While the bar runs it is the output: per-answer INFO lines would bury it (-v keeps them).
     bot_log = logging.getLogger("bot")
     previous_level = bot_log.level

@@ -175,6 +175,7 @@ def serve_actions(
 
     retention = RetentionJob(settings, runtime.store).start()
     try:
+        runtime.warm_up_domain()  # the first Rasa call should not wait for the model to load
         app = build_action_server(settings, runtime.pipeline, runtime.store)
         bound_host, bound_port = sock.getsockname()[:2]
         token_set = settings.secrets.rasa_token is not None

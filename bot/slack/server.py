@@ -31,7 +31,7 @@ from slack_bolt.request import BoltRequest
 from slack_bolt.response import BoltResponse
 
 from bot.config import Settings
-from bot.errors import AnswererUnavailable, ConfigError
+from bot.errors import ConfigError
 from bot.metrics import CONTENT_TYPE, METRICS_PATH, exposition
 from bot.slack import request_checks
 
@@ -279,13 +279,7 @@ def serve_slack(settings: Settings) -> None:
     retention = RetentionJob(settings, runtime.store).start()
     services = None
     try:
-        warm_up = getattr(runtime.domain, "warm_up", None)
-        if callable(warm_up):
-            try:
-                warm_up()  # the first customer should not wait for the model to load
-            except AnswererUnavailable as exc:  # e.g. the inference server is still starting
-                log.warning("domain model not ready at start (%s); it loads on the first domain question, "
-                            "and until then those questions fall back to retrieval or a person", exc)
+        runtime.warm_up_domain()
         client = build_web_client(settings)
         if not _wait_until_slack_answers(client, settings):
             log.info("stopped while waiting for Slack")

@@ -34,10 +34,15 @@ class ScriptedAnswerer:
         self.route = route
         self.answers = answers
         self.version = version
+        self.calls: list[str] = []  # "warm_up", then the questions, in order
 
     def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
+        self.calls.append(question)
         text, sources = self.answers.get(question, (f"{self.route} answer", []))
         return Draft(text=text, sources=sources, model_version=self.version)
+
+    def warm_up(self) -> None:
+        self.calls.append("warm_up")
 
 
 # question: (expected route, reference, expected source)  ->  how the scripted bot answers

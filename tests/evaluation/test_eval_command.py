@@ -19,14 +19,16 @@ from tests.evaluation.conftest import TESTSET, scripted_pipeline, write_testset
 
 
 @pytest.fixture
-def fake_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Settings]]:
+def fake_models(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Runtime]]:
     """Replace model loading with the scripted pipeline; records each runtime built."""
-    built: list[Settings] = []
+    built: list[Runtime] = []
 
     def build_runtime(settings: Settings, **_: Any) -> Runtime:
-        built.append(settings)
         store = open_store(settings)
-        return Runtime(settings, store, scripted_pipeline(settings, store), None, None, None, [store.close])
+        pipeline = scripted_pipeline(settings, store)
+        domain = pipeline.answerers["domain"]
+        built.append(Runtime(settings, store, pipeline, None, None, domain, [store.close]))  # type: ignore[arg-type]
+        return built[-1]
 
     monkeypatch.setattr(bot.factory, "build_runtime", build_runtime)
     yield built
@@ -42,7 +44,7 @@ def run_cli(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
 
 
 def test_eval_command_writes_markdown_json_and_charts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake_models: list[Settings]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake_models: list[Runtime]
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(f'[app]\nstate_dir = "{tmp_path / "var"}"\n', encoding="utf-8")
@@ -51,6 +53,8 @@ def test_eval_command_writes_markdown_json_and_charts(
     code = run_cli(monkeypatch, "--config", str(config), "eval", str(testset), "--out", str(tmp_path / "report"))
 
     assert code == 0
+    [domain] = [runtime.pipeline.answerers["domain"] for runtime in fake_models]
+    assert domain.calls[0] == "warm_up" and len(domain.calls) > 1  # loaded before any answer is timed
     captured = capsys.readouterr()
     assert f"{testset}:8: skipped: not valid JSON" in captured.err
     assert "7 questions: route accuracy 57%" in captured.out
@@ -63,7 +67,7 @@ def test_eval_command_writes_markdown_json_and_charts(
 
 
 def test_eval_command_compares_with_an_earlier_report(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake_models: list[Settings]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake_models: list[Runtime]
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(f'[app]\nstate_dir = "{tmp_path / "var"}"\n', encoding="utf-8")
@@ -82,7 +86,7 @@ def test_eval_command_compares_with_an_earlier_report(
 
 
 def test_eval_command_rejects_a_bad_compare_file_before_loading_models(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake_models: list[Settings]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], fake_models: list[Runtime]
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text(f'[app]\nstate_dir = "{tmp_path / "var"}"\n', encoding="utf-8")

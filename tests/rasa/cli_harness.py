@@ -19,17 +19,18 @@ from tests.rasa.conftest import CannedAnswerer, KeywordRouter
 
 def build_fake_runtime(settings: Settings, **_: Any) -> Runtime:
     store = open_store(settings)
+    domain = CannedAnswerer("domain", "Keep Nepenthes humid and in bright, indirect light.")
     pipeline = Pipeline(
         settings,
         store,
         KeywordRouter(),
         {
-            "domain": CannedAnswerer("domain", "Keep Nepenthes humid and in bright, indirect light."),
+            "domain": domain,
             "retrieval": CannedAnswerer("retrieval", "We ship live plants from March to October."),
             "escalate": EscalationAnswerer(settings),
         },
     )
-    return Runtime(settings, store, pipeline, None, None, None, [store.close])
+    return Runtime(settings, store, pipeline, None, None, domain, [store.close])  # type: ignore[arg-type]
 
 
 def main() -> None:

@@ -40,10 +40,14 @@ class CannedAnswerer:
         self.text = text
         self.sources = sources or []
         self.questions: list[str] = []
+        self.warmed = False
 
     def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
         self.questions.append(question)
         return Draft(text=self.text, sources=self.sources, model_version="adapter-v3")
+
+    def warm_up(self) -> None:
+        self.warmed = True
 
 
 SHIPPING_SOURCE = Source(

@@ -67,6 +67,7 @@ def test_unusable_new_version_keeps_the_current_one_serving(
 ) -> None:
     train_router(router_settings, embedder=cached_embedder, store=store)
     router = TopicRouter(router_settings, embedder=cached_embedder)
+    router.warm_up()  # v0001 serves (as after build_runtime) when v0002 arrives
     second = train_router(router_settings, embedder=cached_embedder, store=store)
     corrupt(router_registry(router_settings).get(second.version).path, "garbage")
     with caplog.at_level("WARNING"):
@@ -123,3 +124,17 @@ def test_a_router_that_cannot_be_trained_at_start_leaves_zero_shot_routing_and_s
         assert train_first_router(settings, cached_embedder, store, knowledge=None) is None
     assert "router training at start failed" in caplog.text and "at least two topics" in caplog.text
     assert router_registry(settings).current_version() is None
+
+
+def test_a_router_constructs_without_loading_and_loads_at_warm_up(
+    router_settings: Settings, cached_embedder: Any, store: ConversationStore,
+) -> None:
+    """Construction takes configuration only (the runtime decides when minutes of loading
+    happen); the first decision loads what a forgotten warm_up would have."""
+    train_router(router_settings, embedder=cached_embedder, store=store)
+    cold = TopicRouter(router_settings, embedder=cached_embedder)
+    assert cold._loaded is None and cold._query_encoder is None
+    cold.warm_up()
+    assert cold.version == "v0001" and cold._query_encoder is not None
+    lazy = TopicRouter(router_settings, embedder=cached_embedder)
+    assert lazy.decide("Do you ship to Canada?").router_version == "v0001"

@@ -257,25 +257,23 @@ def test_serve_starts_even_when_the_domain_model_is_not_ready_yet(
         def warm_up(self) -> None:
             raise AnswererUnavailable("inference server at http://inference:8000/v1 refused the connection")
 
-    class Runtime:
-        domain, pipeline, store, knowledge, memory = NotReady(), object(), object(), None, None
-
-        def close(self) -> None:
-            events.append("closed")
-
     class Services:
         jobs = type("Jobs", (), {"running": staticmethod(lambda name: False)})()
 
         def drain(self) -> None:
             events.append("drained")
 
-    monkeypatch.setattr(bot.factory, "build_runtime", lambda settings, watch, **_: Runtime())
+    def build_runtime(settings: Any, watch: bool, **_: Any) -> bot.factory.Runtime:
+        return bot.factory.Runtime(settings, object(), object(), None, None, NotReady(),  # type: ignore[arg-type]
+                                   [lambda: events.append("closed")])
+
+    monkeypatch.setattr(bot.factory, "build_runtime", build_runtime)
     monkeypatch.setattr(bot.slack.app, "build_services", lambda *a, **k: Services())
     monkeypatch.setattr(bot.slack.app, "build_app", lambda *a, **k: "app")
     monkeypatch.setattr(server, "_wait_until_slack_answers", lambda client, settings: True)
     monkeypatch.setattr(server.HttpSlackServer, "serve_forever", lambda self: events.append("serving"))
     settings = settings_factory(env={"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s"}, **{"slack.mode": "http"})
-    with caplog.at_level("WARNING", logger="bot.slack.server"):
+    with caplog.at_level("WARNING", logger="bot.factory"):
         serve_slack(settings)
     assert events == ["serving", "drained", "closed"]
     assert "domain model not ready at start" in caplog.text and "refused the connection" in caplog.text
