@@ -22,14 +22,13 @@ import json
 import logging
 import os
 import platform
-import shlex
 import shutil
-import sys
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.page import run_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 MEDQUAD = REPO.parent / "shared" / "datasets" / "medquad" / "qa.jsonl"
@@ -222,12 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     passed_ppl = ppl_change <= -0.25
     passed_metric = tuned_r.token_f1 > base_r.token_f1
     passed_time = med["train_s"] < 30 * 60
-    command = "python -m bench.bench_finetune " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     lines = [
         "# Training benchmark: does fine-tuning make answers better?",
         "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; command: `{command.strip()}`"
-        + (" (**quick run: a few steps only; not the real figures**)" if args.quick else ""),
+        run_stamp("bench.bench_finetune", argv, "quick run: a few steps only" if args.quick else ""),
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU threads, {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), "

@@ -26,7 +26,6 @@ Figures go to docs/benchmarks/conversations.md.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.first_router import after_thresholds, fresh_install
+from bench.page import page_arguments, write_page
 
 REPO = Path(__file__).resolve().parents[1]
 TUNING = REPO / "bench" / "data" / "conversations_tuning.jsonl"
@@ -144,12 +144,8 @@ def rate(values: list[bool]) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--quick", action="store_true", help="accepted for bench.run_all; this one is quick already")
-    args = parser.parse_args()
+    args = page_arguments(__doc__, OUT).parse_args()
     started = time.perf_counter()
-    from bot.atomic import atomic_write_text
     from bot.conversation_log import ConversationStore
     from bot.evaluation.metrics import percentile
     from bot.factory import train_first_router
@@ -217,8 +213,7 @@ def main() -> int:
         "(target < 5 ms). A follow-up that looks dependent is routed a second time (one more embedding).",
         "",
     ]
-    atomic_write_text(args.out, "\n".join(lines))
-    sys.stderr.write(f"wrote {args.out}\n")
+    write_page(args.out, lines)
     return 0
 
 

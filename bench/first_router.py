@@ -13,7 +13,6 @@ docs/benchmarks/first_router.md.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
@@ -23,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bench.page import page_arguments, write_page
 
 REPO = Path(__file__).resolve().parents[1]
 SETS = {
@@ -64,12 +65,8 @@ def fresh_install(state_dir: str) -> tuple[Any, Any, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--quick", action="store_true", help="accepted for bench.run_all; this one is quick already")
-    args = parser.parse_args()
+    args = page_arguments(__doc__, OUT).parse_args()
     started = time.perf_counter()
-    from bot.atomic import atomic_write_text
     from bot.conversation_log import ConversationStore
     from bot.factory import train_first_router
     from bot.model_assets import force_offline
@@ -82,6 +79,7 @@ def main() -> int:
         store = ConversationStore.open(f"sqlite:///{Path(tmp) / 'log.db'}")
         # A frozen clock: this one never looks for the version trained next (no hot reload).
         zero_shot = TopicRouter(settings, embedder=embedder, knowledge=knowledge, clock=lambda: 0.0)
+        zero_shot.warm_up()  # loads what serves now: nothing is trained yet, so zero-shot
         train_started = time.perf_counter()
         version = train_first_router(settings, embedder, store, knowledge)
         train_s = time.perf_counter() - train_started
@@ -140,8 +138,7 @@ def main() -> int:
         *still_wrong,
         "",
     ]
-    atomic_write_text(args.out, "\n".join(lines))
-    sys.stderr.write(f"wrote {args.out}\n")
+    write_page(args.out, lines)
     return 0
 
 

@@ -39,17 +39,15 @@ import logging
 import math
 import os
 import platform
-import shlex
 import shutil
-import sys
 import time
 from collections import defaultdict
 from contextlib import nullcontext
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.bench_finetune import MED_SYSTEM, MEDQUAD, STATE, settings_for, training_bench_logging
+from bench.page import run_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "training.md"
@@ -295,12 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     ours = results[("grounded adapter + grounding", "answered")]["token_f1"]
     absent_gain = (results[("grounded adapter + grounding", "absent")]["token_f1"]
                    - results[("bare adapter (today)", "absent")]["token_f1"])
-    command = "python -m bench.grounded_finetune " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     lines = [
         "# Grounded fine-tune: does training on the served prompt teach the model to use its entries?",
         "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; command: `{command.strip()}`"
-        + (" (**quick run: 2 steps; not the real figures**)" if args.quick else "")
+        run_stamp("bench.grounded_finetune", argv, "quick run: 2 steps" if args.quick else "")
         + f"; whole run {(time.perf_counter() - started) / 60:.0f} min",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU threads; load average at the end "
         f"{os.getloadavg()[0]:.1f}",

@@ -31,6 +31,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.page import write_page
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "ops_overhead.md"
 
@@ -56,7 +58,6 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     from bot import metrics
-    from bot.atomic import atomic_write_text
     from bot.config import load_settings
     from bot.evaluation.metrics import percentile
     from bot.factory import build_runtime
@@ -124,8 +125,7 @@ def main() -> int:
           f"{percentile(values, 95) / quiet95:.2f}× |" for name, values in latencies.items()],
         "",
     ]
-    atomic_write_text(args.out, "\n".join(lines))
-    sys.stderr.write(f"wrote {args.out}\n")
+    write_page(args.out, lines)
     return 0
 
 

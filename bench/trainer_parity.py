@@ -27,11 +27,8 @@ import math
 import os
 import platform
 import random
-import shlex
 import shutil
-import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +40,7 @@ from bench.bench_finetune import (
     settings_for,
     training_bench_logging,
 )
+from bench.page import run_stamp
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "benchmarks" / "trainer_parity.md"
@@ -169,12 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         del tuned, base
 
     plain = rows[0]
-    command = "python -m bench.trainer_parity " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     lines = [
         "# Trainer parity: ours vs a plain peft loop",
         "",
-        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; command: `{command.strip()}`"
-        + (" (**quick run: 4 steps each; not the real figures**)" if args.quick else ""),
+        run_stamp("bench.trainer_parity", argv, "quick run: 4 steps each" if args.quick else ""),
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU threads, torch {torch.__version__} "
         f"({torch.get_num_threads()} threads); load average at the end {os.getloadavg()[0]:.1f}",
         f"- data: MedQuAD, {len(train)} training pairs from {n_train_foci} diseases; perplexity on the answers of "
