@@ -22,6 +22,10 @@ def _nearest_in_fresh_process(path: Path) -> list[str]:
     return out.stdout.strip().split(",")
 
 
+def _element_count(segment: Path) -> int:
+    return int.from_bytes((segment / "header.bin").read_bytes()[20:28], "little")
+
+
 def _plant_leftover(path: Path, offset_from_end: int) -> None:
     """What the allocator may leave: a freed document's text, in a slot no element uses."""
     with path.open("r+b") as handle:
@@ -40,19 +44,18 @@ def test_unused_slots_are_zeroed_and_used_ones_kept(tmp_path: Path) -> None:
     before = flushed.query(query_embeddings=[QUERY], n_results=5)["ids"][0]
     client.create_collection("unflushed").add(ids=["a"], embeddings=[[0.1] * 8])  # no element on disk yet
 
-    segments = sorted(p.parent for p in tmp_path.glob("*/header.bin"))
-    assert segments, "Chroma wrote no HNSW segment"
-    used = {s: (s / "data_level0.bin").read_bytes()[:25 * 172] for s in segments}
-    for segment in segments:
+    segments = {_element_count(p.parent): p.parent for p in tmp_path.glob("*/header.bin")}
+    assert sorted(segments) == [0, 25], "Chroma wrote one segment with the 25 elements and one still empty"
+    used = (segments[25] / "data_level0.bin").read_bytes()[:25 * 172]  # 8 floats, links and label each
+    for segment in segments.values():
         _plant_leftover(segment / "data_level0.bin", 100)
         _plant_leftover(segment / "length.bin", 20)
 
-    assert clear_unused_slots(tmp_path) == len(segments)
+    assert clear_unused_slots(tmp_path) == 2
     for file in tmp_path.rglob("*.bin"):
         assert LEFTOVER[:17] not in file.read_bytes(), file
-    flushed_segment = [s for s in segments if any(used[s])]
-    assert len(flushed_segment) == 1  # 25 elements of 8 floats with their links and labels
-    assert (flushed_segment[0] / "data_level0.bin").read_bytes()[:25 * 172] == used[flushed_segment[0]]
+    assert (segments[25] / "data_level0.bin").read_bytes()[:25 * 172] == used
+    assert not any((segments[0] / "data_level0.bin").read_bytes())  # no slot used: all of it was leftovers
     assert _nearest_in_fresh_process(tmp_path) == before
     assert clear_unused_slots(tmp_path) == 0  # nothing left to clear
 
