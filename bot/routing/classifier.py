@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,24 @@ EPS = 1e-4
 # Signals beside the embedding, in the order the calibrator sees them.
 KB_SIGNALS = ("kb_best_score", "kb_score_margin")
 BASE_SIGNALS = ("nearest_similarity", "domain_similarity")
+TEXT_SIGNALS = ("question_share",)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_ASKS = re.compile(
+    r"^\W*(?:can|could|do|does|did|is|are|was|will|would|how|what|when|where|which|who|why|should|may|"
+    r"have|has|am)\b", re.I)
+
+
+def text_signals(texts: list[str]) -> dict[str, np.ndarray]:
+    """The share of a message's sentences that ask something. Policy questions ask ("Can I
+    return a pot?"); what needs a person is mostly told ("My order came crushed."), and the
+    embedding of the words alone does not separate "can I return it?" from "I want to return
+    it, it arrived dead"."""
+    shares = []
+    for text in texts:
+        sentences = [s for s in _SENTENCE_END.split(text.strip()) if s.strip()] or [text]
+        asking = sum(1 for s in sentences if s.rstrip().endswith("?") or _ASKS.search(s))
+        shares.append(asking / len(sentences))
+    return {"question_share": np.array(shares, dtype=np.float64)}
 
 
 class RouterFileError(BotError):
@@ -156,12 +175,15 @@ class TopicRouterModel:
     # --- full prediction ----------------------------------------------------------------------
 
     def predict(
-        self, embeddings: np.ndarray, kb_signals: dict[str, np.ndarray] | None = None
+        self, embeddings: np.ndarray, kb_signals: dict[str, np.ndarray] | None = None,
+        texts: list[str] | None = None,
     ) -> dict[str, Any]:
         """Route probabilities (calibrated), topic probabilities, neighbours and signals."""
         topic_p, idx, sims = self.topic_probabilities(embeddings)
         stage1 = topic_p @ self.route_matrix
         signals = self.base_signals(embeddings, sims[:, 0])
+        if texts is not None:
+            signals.update(text_signals(texts))
         calibrator = self.calibrators.get("without_kb")
         if kb_signals is not None and "with_kb" in self.calibrators:
             signals.update(kb_signals)

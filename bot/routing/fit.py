@@ -18,9 +18,11 @@ from bot.config import ROUTES
 from bot.routing.classifier import (
     BASE_SIGNALS,
     KB_SIGNALS,
+    TEXT_SIGNALS,
     Calibrator,
     TopicRouterModel,
     calibration_features,
+    text_signals,
 )
 
 log = logging.getLogger(__name__)
@@ -175,7 +177,8 @@ def fit_router(
         for name, values in part.base_signals(embeddings[test], sims[:, 0]).items():
             signals[name][test] = values
     use_domain = domain_embeddings is not None and len(domain_embeddings) > 0
-    base_names = tuple(n for n in BASE_SIGNALS if use_domain or n != "domain_similarity")
+    signals.update(text_signals(texts))
+    base_names = tuple(n for n in BASE_SIGNALS if use_domain or n != "domain_similarity") + TEXT_SIGNALS
     calibrators = {"without_kb": fit_calibrator(stage1, signals, route_ids, base_names, params)}
     full_names = base_names
     if kb_signals is not None:
