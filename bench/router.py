@@ -198,7 +198,7 @@ class Bench:
     def predict_ours(self, model: Any, te: np.ndarray) -> np.ndarray:
         from bot.routing.classifier import scope_guard
 
-        result = model.predict(self.E[te])
+        result = model.predict(self.E[te], [self.texts[i] for i in te])
         cfg = self.settings.router
         guarded, _ = scope_guard(result["routes"], result["signals"]["nearest_similarity"],
                                  cfg.out_of_scope_similarity, cfg.in_scope_similarity)

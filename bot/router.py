@@ -213,7 +213,7 @@ class TopicRouter:
         self.refresh()
         serving = self._serving  # one read: a concurrent swap cannot mix two versions
         vector = self.query_encoder.encode([question])
-        result = serving.model.predict(vector, self._kb_signals(question), [question])
+        result = serving.model.predict(vector, [question], self._kb_signals(question))
         cfg = self.settings.router
         result["calibrated"] = result["routes"]
         result["routes"], result["scope_trust"] = scope_guard(

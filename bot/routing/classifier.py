@@ -175,15 +175,14 @@ class TopicRouterModel:
     # --- full prediction ----------------------------------------------------------------------
 
     def predict(
-        self, embeddings: np.ndarray, kb_signals: dict[str, np.ndarray] | None = None,
-        texts: list[str] | None = None,
+        self, embeddings: np.ndarray, texts: list[str], kb_signals: dict[str, np.ndarray] | None = None,
     ) -> dict[str, Any]:
-        """Route probabilities (calibrated), topic probabilities, neighbours and signals."""
+        """Route probabilities (calibrated), topic probabilities, neighbours and signals, for
+        the questions `texts` whose vectors are `embeddings`."""
         topic_p, idx, sims = self.topic_probabilities(embeddings)
         stage1 = topic_p @ self.route_matrix
         signals = self.base_signals(embeddings, sims[:, 0])
-        if texts is not None:
-            signals.update(text_signals(texts))
+        signals.update(text_signals(texts))
         calibrator = self.calibrators.get("without_kb")
         if kb_signals is not None and "with_kb" in self.calibrators:
             signals.update(kb_signals)
