@@ -7,6 +7,7 @@ here, once per process, so tests build their own pieces and nothing happens at i
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -42,10 +43,15 @@ class Runtime:
     memory: ExpertMemory | None = None
     seed_training: SeedAdapterJob | None = None  # while a fresh install trains its first adapter
 
-    def warm_up_domain(self) -> None:
+    def warm_up_domain(self, *, background: bool = False) -> None:
         """Load the domain model now, so the first customer does not wait minutes for it. An
         inference server that is still starting is not fatal: the model loads on the first
-        domain question, and until then those questions fall back."""
+        domain question, and until then those questions fall back. `background` loads it on a
+        daemon thread (the console: its prompt appears at once, and a person typing the first
+        question covers most of the load)."""
+        if background:
+            threading.Thread(target=self.warm_up_domain, name="domain-warm-up", daemon=True).start()
+            return
         try:
             self.domain.warm_up()
         except AnswererUnavailable as exc:
