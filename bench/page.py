@@ -18,7 +18,7 @@ from bot.atomic import atomic_write_text
 
 def page_arguments(doc: str | None, out: Path) -> argparse.ArgumentParser:
     """`--out` (default `out`) and `--quick`, for a benchmark that is quick already."""
-    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--quick", action="store_true", help="accepted for bench.run_all; this one is quick already")
     return parser

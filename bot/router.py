@@ -119,10 +119,6 @@ class TopicRouter:
         assert self._loaded is not None
         return self._loaded
 
-    @_serving.setter
-    def _serving(self, serving: _Serving) -> None:
-        self._loaded = serving
-
     def _load_initial(self) -> _Serving:
         version = self.registry.current_version()
         self._seen_version = version
@@ -173,7 +169,7 @@ class TopicRouter:
             self._seen_version = version
             if version is None:  # rolled back past the first version
                 log.warning("no router version is promoted any more; routing zero-shot")
-                self._serving = self._zero_shot_serving("no promoted router version")
+                self._loaded = self._zero_shot_serving("no promoted router version")
                 return True
             try:
                 serving = self._load_version(version)
@@ -181,7 +177,7 @@ class TopicRouter:
                 log.warning("router %s is unusable (%s); still serving %s", version, exc,
                             self._serving.version)
                 return False
-            self._serving = serving
+            self._loaded = serving
             log.info("router hot-reloaded: now serving %s", version)
             return True
         finally:
