@@ -150,6 +150,7 @@ def main() -> int:
     from bot.evaluation.metrics import percentile
     from bot.factory import train_first_router
     from bot.model_assets import force_offline
+    from bot.registry import router_registry
     from bot.router import TopicRouter
 
     force_offline()
@@ -159,10 +160,10 @@ def main() -> int:
         store = ConversationStore.open(f"sqlite:///{Path(tmp) / 'train.db'}")
         version = train_first_router(settings, embedder, store, knowledge)
         store.close()
-        router = TopicRouter(settings, embedder=embedder, knowledge=knowledge)
+        router = TopicRouter(settings.router, router_registry(settings), embedder=embedder, knowledge=knowledge)
         from bot.answerers.retrieval import RetrievalAnswerer
 
-        retrieval = RetrievalAnswerer(settings, knowledge)
+        retrieval = RetrievalAnswerer(settings.knowledge, knowledge)
         retrieval.warm_up()
         results = {name: {mode: run_mode(settings, router, retrieval, convs, mode) for mode in MODES}
                    for name, convs in sets.items()}

@@ -228,13 +228,13 @@ def shared_words(texts: list[str], reference: list[str], limit: int = 20) -> flo
 
 def rss_probe(backend: str, state_dir: Path) -> None:
     """Run in a subprocess: load the model as served, answer once, report peak RSS (VmHWM)."""
-    from bot.answerers.domain_model import DomainAnswerer
+    from bot.answerers.domain_model import build_domain_answerer
     from bot.interfaces import AskContext
     from bot.model_assets import configure_torch_threads
 
     settings = settings_for(state_dir, backend=backend, max_new_tokens=32)
     configure_torch_threads(settings)
-    answerer = DomainAnswerer(settings)
+    answerer = build_domain_answerer(settings)
     answerer.warm_up()
     answerer.answer(PROMPTS[0], AskContext())
     answerer.close()
@@ -257,7 +257,7 @@ def swap_test(state_dir: Path, backend: str, seconds_after: float, swaps: int) -
     """Customers keep asking while adapters are promoted; count what was served and what failed."""
     import shutil
 
-    from bot.answerers.domain_model import DomainAnswerer
+    from bot.answerers.domain_model import build_domain_answerer
     from bot.errors import AnswererUnavailable
     from bot.interfaces import AskContext
     from bot.registry import ADAPTERS_DIR, adapter_registry
@@ -267,7 +267,7 @@ def swap_test(state_dir: Path, backend: str, seconds_after: float, swaps: int) -
     settings = settings_for(swap_state, backend=backend, max_new_tokens=24)
     shutil.rmtree(settings.state_dir / ADAPTERS_DIR, ignore_errors=True)
     registry = adapter_registry(settings)
-    answerer = DomainAnswerer(settings, registry=registry)
+    answerer = build_domain_answerer(settings)  # serves adapter_registry(settings), as `registry` here
     answerer.warm_up()
     counts = {"served": 0, "during_swap": 0, "fell_back": 0, "failed": 0}
     versions: set[str] = set()

@@ -70,6 +70,7 @@ def main() -> int:
     from bot.conversation_log import ConversationStore
     from bot.factory import train_first_router
     from bot.model_assets import force_offline
+    from bot.registry import router_registry
     from bot.router import TopicRouter
 
     force_offline()
@@ -78,12 +79,12 @@ def main() -> int:
         settings, embedder, knowledge = fresh_install(tmp)
         store = ConversationStore.open(f"sqlite:///{Path(tmp) / 'log.db'}")
         # A frozen clock: this one never looks for the version trained next (no hot reload).
-        zero_shot = TopicRouter(settings, embedder=embedder, knowledge=knowledge, clock=lambda: 0.0)
+        zero_shot = TopicRouter(settings.router, router_registry(settings), embedder=embedder, knowledge=knowledge, clock=lambda: 0.0)
         zero_shot.warm_up()  # loads what serves now: nothing is trained yet, so zero-shot
         train_started = time.perf_counter()
         version = train_first_router(settings, embedder, store, knowledge)
         train_s = time.perf_counter() - train_started
-        trained = TopicRouter(settings, embedder=embedder, knowledge=knowledge)
+        trained = TopicRouter(settings.router, router_registry(settings), embedder=embedder, knowledge=knowledge)
         rows, misses = [], {"zero-shot": [], "trained": []}
         still_wrong: list[str] = []
         totals = {"zero-shot": 0, "trained": 0}

@@ -21,7 +21,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from bot.answerers.domain_model import DomainAnswerer
+from bot.answerers.domain_model import build_domain_answerer
 from bot.config import load_settings
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable
@@ -52,7 +52,7 @@ def main() -> None:
         knowledge = KnowledgeBase(settings, embedder)
         knowledge.sync()
         memory = build_expert_memory(settings, store, embedder, knowledge)
-        answerer = DomainAnswerer(settings, memory=memory)
+        answerer = build_domain_answerer(settings, memory=memory)
         model = answerer._ensure_loaded()
         params = answerer.params()
         system = settings.domain.system_prompt

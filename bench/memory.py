@@ -295,13 +295,13 @@ def cold_first_token(model: Any, messages: list[dict[str, str]]) -> float:
 
 
 def run_grounding(settings: Any, memory: Any, cases: list[Case], with_cold: bool) -> dict[str, Any]:
-    from bot.answerers.domain_model import DomainAnswerer
+    from bot.answerers.domain_model import build_domain_answerer
     from bot.evaluation.metrics import rouge_l, token_f1
     from bot.memory.grounding import grounded_messages
     from bot.memory.matching import is_verified_match
 
     mem = settings.memory
-    answerer = DomainAnswerer(settings, memory=memory)  # served params and guard policy
+    answerer = build_domain_answerer(settings, memory=memory)  # served params and guard policy
     params, policy = answerer.params(NEW_TOKENS), answerer.policy
     model = answerer.backend.load(None)
     model.generate(grounded_messages(settings.domain.system_prompt, "warm up", []), params)

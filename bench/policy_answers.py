@@ -120,11 +120,9 @@ def run_compare(out: Path) -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-policy-") as tmp:
         settings, kb = build(Path(tmp))
-        before = RetrievalAnswerer(
-            settings.model_copy(update={"knowledge": settings.knowledge.model_copy(update={"lead_max_chars": 0})}), kb
-        )
-        after = RetrievalAnswerer(settings, kb)
-        unwarmed = RetrievalAnswerer(settings, kb)
+        before = RetrievalAnswerer(settings.knowledge.model_copy(update={"lead_max_chars": 0}), kb)
+        after = RetrievalAnswerer(settings.knowledge, kb)
+        unwarmed = RetrievalAnswerer(settings.knowledge, kb)
         sets = {path: retrieval_items(path) for path in SETS}
         answer_timed(before, kb, "warm up the embedder")  # model first-call costs are not a question's
         warm_started = time.perf_counter()
@@ -205,11 +203,11 @@ def run_tune() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-policy-tune-") as tmp:
         settings, kb = build(Path(tmp))
-        answerer = RetrievalAnswerer(settings, kb)
+        answerer = RetrievalAnswerer(settings.knowledge, kb)
         items = retrieval_items(TUNING)
         prepared = []
         for item in items:
-            hits = [h for h in kb.search(item.question) if h.score >= settings.knowledge.min_score]
+            hits = answerer._answerable(kb.search(item.question))  # noqa: SLF001
             prepared.append((item, hits[: settings.knowledge.lead_sections], kb.embed_query(item.question)))
         grid = {
             "LEXICAL_WEIGHT": [0.0, 0.2, 0.35, 0.5, 0.8],

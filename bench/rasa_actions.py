@@ -97,7 +97,7 @@ def main() -> None:
         settings = Settings(app={"state_dir": Path(tmp)})
         store = ConversationStore.open(settings.database_url)
         pipeline = Pipeline(settings, store, InstantRouter(),
-                            {"retrieval": InstantAnswerer(), "escalate": EscalationAnswerer(settings)})
+                            {"retrieval": InstantAnswerer(), "escalate": EscalationAnswerer(settings.app.company_name)})
         rows = [row("`Pipeline.answer` called directly (baseline)",
                     timed(calls, lambda i: pipeline.answer("Do you ship to Canada?",
                                                            AskContext(channel="rasa", user=f"d{i}"))))]

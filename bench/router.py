@@ -281,7 +281,7 @@ def measure_latency(bench: Bench, embedder: Any, tr: np.ndarray, questions: list
             model.save(staging)
             registry = router_registry(settings)
             registry.promote(registry.add(staging, {"kind": "router"}).version)
-            routers[precision] = TopicRouter(settings, embedder=embedder)
+            routers[precision] = TopicRouter(settings.router, registry, embedder=embedder)
             routers[precision].warm_up()  # this version, before the next precision's is promoted
         threads = torch.get_num_threads()
         torch.set_num_threads(1)

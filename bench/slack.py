@@ -115,7 +115,7 @@ def serve_variant(variant: str, state: str, api_url: str, model_s: float, ports:
     settings = _settings(Path(state), api_url)
     store = ConversationStore.open(settings.database_url)
     pipeline = Pipeline(settings, store, FixedRouter(),
-                        {"domain": TimedAnswerer(model_s), "escalate": EscalationAnswerer(settings)})
+                        {"domain": TimedAnswerer(model_s), "escalate": EscalationAnswerer(settings.app.company_name)})
     services = None
     if variant == "answer-before-ack":
         app = _build_naive_app(settings, pipeline)

@@ -82,7 +82,7 @@ def build_runtime(
     a state dir that never trained (`training.seed_adapter_at_start`)."""
     from bot.answerers.domain_model import build_domain_answerer
     from bot.answerers.escalation import EscalationAnswerer
-    from bot.answerers.retrieval import RetrievalAnswerer
+    from bot.answerers.retrieval import Phrasing, RetrievalAnswerer
     from bot.indexing.knowledge_base import KnowledgeBase
     from bot.model_assets import configure_torch_threads, force_offline, load_embedder
     from bot.router import build_router
@@ -107,7 +107,8 @@ def build_runtime(
             memory.start_watching()
     domain = build_domain_answerer(settings, memory, knowledge)
     closers.append(domain.close)
-    retrieval = RetrievalAnswerer(settings, knowledge, generator=domain.generator)
+    phrasing = Phrasing(domain.generator, settings.app.company_name, settings.domain.max_new_tokens)
+    retrieval = RetrievalAnswerer(settings.knowledge, knowledge, phrasing)
     retrieval.warm_up()  # lead units embedded before the first customer asks (bot.answerers.lead)
     if settings.router.train_at_start:
         train_first_router(settings, embedder, store, knowledge)
@@ -120,7 +121,7 @@ def build_runtime(
         settings,
         store,
         router,
-        {"domain": domain, "retrieval": retrieval, "escalate": EscalationAnswerer(settings)},
+        {"domain": domain, "retrieval": retrieval, "escalate": EscalationAnswerer(settings.app.company_name)},
     )
     runtime = Runtime(settings, store, pipeline, knowledge, router, domain, closers, memory)
     if train_seed_adapter:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.config import ROUTES, Route, Settings
+from bot.config import ROUTES, Route, RouterConfig, Settings
 from bot.indexing.embedding import embed, embedding_dimension
 from bot.interfaces import RouteDecision
 from bot.query_encoder import QueryEncoder
@@ -33,17 +33,17 @@ log = logging.getLogger(__name__)
 ZERO_SHOT_PREFIX = "zero-shot"
 
 
-def build_zero_shot_model(settings: Settings, embedder: Any) -> TopicRouterModel:
+def build_zero_shot_model(config: RouterConfig, embedder: Any) -> TopicRouterModel:
     """Nearest topic centroid over the seed examples: a centroid classifier is a linear model
     (weights = centroid / temperature), so it runs through the same code as a trained router,
     with the logistic part only and no calibrator."""
-    topics = load_seed_topics(settings.router.seed_file)
+    topics = load_seed_topics(config.seed_file)
     examples = seed_examples(topics)
     vectors = embed(embedder, [e.text for e in examples])
     topic_ids = np.array([[t.name for t in topics].index(e.topic) for e in examples])
     centroids = np.stack([vectors[topic_ids == i].mean(axis=0) for i in range(len(topics))])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    cfg = settings.router
+    cfg = config
     return TopicRouterModel(
         topics=[t.name for t in topics],
         topic_routes=[t.route for t in topics],
@@ -72,17 +72,17 @@ class TopicRouter:
 
     def __init__(
         self,
-        settings: Settings,
+        config: RouterConfig,
+        registry: ArtifactRegistry,
         *,
         embedder: Any,
         knowledge: Any = None,
-        registry: ArtifactRegistry | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = settings
+        self.config = config
         self.embedder = embedder
         self.knowledge = knowledge
-        self.registry = registry or router_registry(settings)
+        self.registry = registry
         self._clock = clock
         self._lock = threading.Lock()
         self._warm_lock = threading.Lock()
@@ -100,7 +100,7 @@ class TopicRouter:
         zero-shot router; the first decision does it when nobody called this first."""
         with self._warm_lock:
             if self._query_encoder is None:
-                self._query_encoder = QueryEncoder(self.embedder, self.settings.router.query_precision)
+                self._query_encoder = QueryEncoder(self.embedder, self.config.query_precision)
             if self._loaded is None:
                 self._loaded = self._load_initial()
                 self._last_check = self._clock()
@@ -123,7 +123,7 @@ class TopicRouter:
         version = self.registry.current_version()
         self._seen_version = version
         if version is None:
-            log.info("no trained router yet; routing zero-shot over %s", self.settings.router.seed_file)
+            log.info("no trained router yet; routing zero-shot over %s", self.config.seed_file)
             return self._zero_shot_serving("no trained router yet")
         try:
             return self._load_version(version)
@@ -141,7 +141,7 @@ class TopicRouter:
 
     def _zero_shot_serving(self, note: str) -> _Serving:
         if self._zero_shot is None:
-            model = build_zero_shot_model(self.settings, self.embedder)
+            model = build_zero_shot_model(self.config, self.embedder)
             version = f"{ZERO_SHOT_PREFIX}:{model.metadata['seed_fingerprint']}"
             self._zero_shot = _Serving(model, version)
         return _Serving(self._zero_shot.model, self._zero_shot.version, note)
@@ -157,7 +157,7 @@ class TopicRouter:
         if self._loaded is None:
             self.warm_up()
         now = self._clock()
-        if not force and now - self._last_check < self.settings.router.reload_interval_s:
+        if not force and now - self._last_check < self.config.reload_interval_s:
             return False
         if not self._lock.acquire(blocking=force):
             return False  # another thread is already checking
@@ -194,7 +194,7 @@ class TopicRouter:
     # --- routing -----------------------------------------------------------------------------
 
     def _kb_signals(self, question: str) -> dict[str, np.ndarray] | None:
-        if self.knowledge is None or not self.settings.router.use_kb_signals:
+        if self.knowledge is None or not self.config.use_kb_signals:
             return None
         try:
             hits = self.knowledge.search(question, k=2)
@@ -210,7 +210,7 @@ class TopicRouter:
         serving = self._serving  # one read: a concurrent swap cannot mix two versions
         vector = self.query_encoder.encode([question])
         result = serving.model.predict(vector, [question], self._kb_signals(question))
-        cfg = self.settings.router
+        cfg = self.config
         result["calibrated"] = result["routes"]
         result["routes"], result["scope_trust"] = scope_guard(
             result["routes"], result["signals"]["nearest_similarity"],
@@ -235,7 +235,7 @@ class TopicRouter:
         nearest = float(result["signals"]["nearest_similarity"][0])
         if route == "escalate" and trust < 0.5:
             reason = (f"out of scope: nearest labelled question has similarity {nearest:.2f} "
-                      f"(escalates at or below {self.settings.router.out_of_scope_similarity:.2f}) "
+                      f"(escalates at or below {self.config.out_of_scope_similarity:.2f}) "
                       f"p={probs[route_index]:.2f}")
         else:
             reason = f"topic '{model.topics[best_topic]}' ({route}) p={probs[route_index]:.2f}"
@@ -295,7 +295,7 @@ class TopicRouter:
                 r: round(float(p), 4) for r, p in zip(ROUTES, calibrated, strict=True)
             },
             "scope_trust": round(float(result["scope_trust"][0]), 4),
-            "thresholds": dict(self.settings.router.thresholds),
+            "thresholds": dict(self.config.thresholds),
             "top_topics": topics,
             "nearest_examples": neighbours,
             "signals": decision.signals,
@@ -316,4 +316,4 @@ def kb_signal_values(hits: list[Any]) -> dict[str, float]:
 def build_router(settings: Settings, *, embedder: Any, knowledge: Any = None, store: Any = None) -> TopicRouter:
     """The runtime's router (bot.factory). `store` is accepted for symmetry with training:
     serving reads labels only through trained versions."""
-    return TopicRouter(settings, embedder=embedder, knowledge=knowledge)
+    return TopicRouter(settings.router, router_registry(settings), embedder=embedder, knowledge=knowledge)

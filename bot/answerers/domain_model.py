@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot import metrics
-from bot.config import Route, Settings
+from bot.config import DomainConfig, Route, Settings
 from bot.errors import AnswererUnavailable, BotError
 from bot.interfaces import AskContext, Draft, PartialCallback
 from bot.llm.backend import BASE_VERSION, AdapterRef, GenerationParams, GenerationResult, LoadedModel
@@ -82,20 +82,23 @@ class DomainAnswerer:
 
     def __init__(
         self,
-        settings: Settings,
-        backend: LLMBackend | None = None,
-        registry: ArtifactRegistry | None = None,
+        config: DomainConfig,
+        backend: Callable[[], LLMBackend],
+        registry: ArtifactRegistry,
         memory: ExpertMemory | None = None,
         published: Callable[[], ContactAllowlist] | None = None,
     ) -> None:
-        self.settings = settings
-        self.cfg = settings.domain
-        self.memory = memory if settings.memory.enabled else None
+        """`backend` is called once, on `warm_up()` or the first question: choosing one may probe
+        files or a server, which construction must not. `memory` is None when `memory.enabled` is
+        off; its own settings (`memory.cfg`) decide when an entry answers or grounds."""
+        self.cfg = config
+        self.memory = memory
         # Contact points the shop published (knowledge base); the answer's grounding entries are
         # added per question. None: nothing is published, so every link or phone is invented.
         self.published = published or (lambda: ContactAllowlist(frozenset()))
-        self._backend = backend
-        self.registry = registry or adapter_registry(settings)
+        self._choose_backend = backend
+        self._backend: LLMBackend | None = None
+        self.registry = registry
         self.policy = GuardPolicy.from_config(self.cfg)
         self.generator = DomainTextGenerator(self)
         self._active: LoadedModel | None = None
@@ -113,7 +116,7 @@ class DomainAnswerer:
     @property
     def backend(self) -> LLMBackend:
         if self._backend is None:
-            self._backend = select_backend(self.settings)
+            self._backend = self._choose_backend()
         return self._backend
 
     @property
@@ -279,9 +282,11 @@ class DomainAnswerer:
         """A verified answer when an expert entry asks the same thing; a similar answer when an
         entry answers what the question describes; else the model's answer, grounded in the
         nearest entries when there are any close enough."""
-        mem = self.settings.memory
         hits: list[MemoryHit] = []
+        grounding: list[MemoryHit] = []
+        answer_chars = 0  # without a memory there are no entries to cut
         if self.memory is not None:
+            mem = self.memory.cfg
             found = self.memory.lookup(question, max(mem.ground_k, 1), k_answers=1 if mem.similar_threshold <= 1 else 0)
             hits = found.by_question
             if hits and is_verified_match(question, hits[0], mem.verified_threshold):
@@ -297,12 +302,13 @@ class DomainAnswerer:
                          similar.similarity, ctx.event_id)
                 return Draft(text=similar_answer_text(similar.entry.question, similar.entry.answer), confidence=round(similar.similarity, 4),
                              kind="similar", model_version=f"memory:{similar.entry.entry_id}")
-        grounding = [hit for hit in hits[: mem.ground_k] if hit.similarity >= mem.ground_min_similarity]
-        if self.memory is not None and not grounding and mem.ungrounded == "fallback":
-            raise AnswererUnavailable(
-                "no expert entry is similar enough to ground an answer (memory.ungrounded = 'fallback')"
-            )
-        messages = grounded_messages(self.cfg.system_prompt, question, grounding, mem.ground_answer_chars)
+            grounding = [hit for hit in hits[: mem.ground_k] if hit.similarity >= mem.ground_min_similarity]
+            if not grounding and mem.ungrounded == "fallback":
+                raise AnswererUnavailable(
+                    "no expert entry is similar enough to ground an answer (memory.ungrounded = 'fallback')"
+                )
+            answer_chars = mem.ground_answer_chars
+        messages = grounded_messages(self.cfg.system_prompt, question, grounding, answer_chars)
         allowed = (
             self.published().with_texts([h.entry.answer for h in grounding] + [self.cfg.system_prompt])
             if self.cfg.guard.contact_points
@@ -369,7 +375,13 @@ def build_domain_answerer(
     settings: Settings, memory: ExpertMemory | None = None, knowledge: KnowledgeBase | None = None
 ) -> DomainAnswerer:
     """Cheap: the backend is chosen and the model loaded on `warm_up()` or the first question."""
-    return DomainAnswerer(settings, memory=memory, published=published_contacts(knowledge) if knowledge is not None else None)
+    return DomainAnswerer(
+        settings.domain,
+        backend=lambda: select_backend(settings),
+        registry=adapter_registry(settings),
+        memory=memory if settings.memory.enabled else None,
+        published=published_contacts(knowledge) if knowledge is not None else None,
+    )
 
 
 def published_contacts(knowledge: KnowledgeBase) -> Callable[[], ContactAllowlist]:

@@ -6,7 +6,7 @@ writes the customer-facing text, so every channel escalates with the same words.
 
 from __future__ import annotations
 
-from bot.config import Route, Settings
+from bot.config import Route
 from bot.interfaces import AskContext, Draft, PartialCallback
 
 HANDOFF_TEXT = (
@@ -18,8 +18,8 @@ HANDOFF_TEXT = (
 class EscalationAnswerer:
     route: Route = "escalate"
 
-    def __init__(self, settings: Settings) -> None:
-        self.text = HANDOFF_TEXT.format(company=settings.app.company_name)
+    def __init__(self, company_name: str) -> None:
+        self.text = HANDOFF_TEXT.format(company=company_name)
 
     def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
         return Draft(text=self.text, confidence=1.0, model_version="human")

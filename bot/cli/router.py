@@ -117,6 +117,7 @@ def explain(
     """Show the route probabilities, the topics and examples that matched, and the signals."""
     from bot.cli.context import cli_context, console
     from bot.model_assets import force_offline, load_embedder
+    from bot.registry import router_registry
     from bot.router import TopicRouter
 
     settings = cli_context(ctx).settings()
@@ -127,7 +128,7 @@ def explain(
         embedder = load_embedder(settings)
         knowledge = None if no_kb else open_knowledge(settings, embedder)
         try:
-            router = TopicRouter(settings, embedder=embedder, knowledge=knowledge)
+            router = TopicRouter(settings.router, router_registry(settings), embedder=embedder, knowledge=knowledge)
             details = router.explain(question)
         finally:
             _close(knowledge)

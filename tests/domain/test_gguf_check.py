@@ -19,6 +19,7 @@ from bot.llm import lora_gguf
 from bot.llm.backend import llama_cpp_available
 from bot.llm.gguf_check import write_and_check_gguf
 from bot.llm.lora_gguf import ADAPTER_GGUF
+from bot.llm.selection import select_backend
 from bot.model_assets import base_llm_dir, bundled_gguf_path
 from bot.registry import ArtifactRegistry, RegistryError
 from bot.testing.tiny_models import make_bundled_shaped_adapter
@@ -82,7 +83,7 @@ def test_a_corrupt_gguf_adapter_is_refused_and_the_served_one_stays(real_setting
     lora_gguf.peft_adapter_to_gguf(good_src, bundled_gguf_path(), good_src / ADAPTER_GGUF)
     good = registry.add(good_src, {})
     registry.promote(good.version)
-    answerer = DomainAnswerer(real_settings, registry=registry)
+    answerer = DomainAnswerer(real_settings.domain, backend=lambda: select_backend(real_settings), registry=registry)
     try:
         answerer.warm_up()
         before = answerer.answer("How often should I water a Masdevallia orchid?", AskContext())

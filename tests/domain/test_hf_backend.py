@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.answerers.domain_model import DomainAnswerer, build_domain_answerer
+from bot.answerers.domain_model import build_domain_answerer
 from bot.errors import AnswererUnavailable
 from bot.interfaces import AskContext
 
@@ -150,7 +150,7 @@ def test_generator_serves_other_answerers_prompts(domain_settings):
 
 def test_missing_base_model_makes_the_answerer_unavailable(settings_factory, tmp_path: Path):
     settings = settings_factory(**{"models.base_llm_path": str(tmp_path / "nowhere"), "domain.backend": "hf"})
-    answerer = DomainAnswerer(settings)
+    answerer = build_domain_answerer(settings)
     with pytest.raises(AnswererUnavailable, match="base_llm_path"):
         answerer.answer(QUESTION, AskContext())
 

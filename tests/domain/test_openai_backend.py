@@ -8,17 +8,19 @@ import pytest
 
 from bot.answerers.domain_model import DomainAnswerer
 from bot.answerers.escalation import EscalationAnswerer
+from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable, ConfigError
 from bot.interfaces import AskContext, RouteDecision
 from bot.llm.openai_server import OpenAIServerBackend
 from bot.llm.selection import select_backend
 from bot.pipeline import Pipeline
+from bot.registry import adapter_registry
 
 QUESTION = "How often should I water a Masdevallia orchid?"
 
 
-def _answerer(settings_factory, url: str, **overrides) -> DomainAnswerer:
+def _answerer(settings_factory, url: str, **overrides) -> tuple[DomainAnswerer, Settings]:
     values = {
         "domain.backend": "openai",
         "domain.server.url": url,
@@ -27,7 +29,8 @@ def _answerer(settings_factory, url: str, **overrides) -> DomainAnswerer:
     }
     values.update(overrides)
     settings = settings_factory(**values)
-    return DomainAnswerer(settings, backend=OpenAIServerBackend(settings, backoff_s=0.01))
+    backend = OpenAIServerBackend(settings, backoff_s=0.01)
+    return DomainAnswerer(settings.domain, backend=lambda: backend, registry=adapter_registry(settings)), settings
 
 
 def _closed_port_url() -> str:
@@ -38,7 +41,7 @@ def _closed_port_url() -> str:
 
 
 def test_server_answers_with_the_base_model_it_lists(settings_factory, fake_openai_server):
-    answerer = _answerer(settings_factory, fake_openai_server.url)
+    answerer, settings = _answerer(settings_factory, fake_openai_server.url)
     draft = answerer.answer(QUESTION, AskContext())
     answerer.close()
     assert draft.text == fake_openai_server.state.reply
@@ -49,8 +52,8 @@ def test_server_answers_with_the_base_model_it_lists(settings_factory, fake_open
 
 
 def test_promoted_adapter_is_requested_by_its_version_name(settings_factory, fake_openai_server, tiny_adapters, promote):
-    answerer = _answerer(settings_factory, fake_openai_server.url)
-    version = promote(answerer.settings, tiny_adapters["a"])
+    answerer, settings = _answerer(settings_factory, fake_openai_server.url)
+    version = promote(settings, tiny_adapters["a"])
     fake_openai_server.state.models.append(version)
     partials: list[str] = []
     draft = answerer.answer(QUESTION, AskContext(), on_partial=partials.append)
@@ -62,9 +65,9 @@ def test_promoted_adapter_is_requested_by_its_version_name(settings_factory, fak
 
 
 def test_adapter_the_server_does_not_serve_keeps_the_current_model(settings_factory, fake_openai_server, tiny_adapters, promote):
-    answerer = _answerer(settings_factory, fake_openai_server.url)
+    answerer, settings = _answerer(settings_factory, fake_openai_server.url)
     assert answerer.answer(QUESTION, AskContext()).model_version == "base"
-    promote(answerer.settings, tiny_adapters["a"])  # promoted, but nobody loaded it into the server
+    promote(settings, tiny_adapters["a"])  # promoted, but nobody loaded it into the server
     answerer.refresh_adapter(wait=True)
     draft = answerer.answer(QUESTION, AskContext())
     answerer.close()
@@ -74,7 +77,7 @@ def test_adapter_the_server_does_not_serve_keeps_the_current_model(settings_fact
 
 def test_server_errors_are_retried_then_answered(settings_factory, fake_openai_server):
     fake_openai_server.state.fail_next = 2
-    answerer = _answerer(settings_factory, fake_openai_server.url, **{"domain.server.model": "smollm2-base"})
+    answerer, settings = _answerer(settings_factory, fake_openai_server.url, **{"domain.server.model": "smollm2-base"})
     draft = answerer.answer(QUESTION, AskContext())
     answerer.close()
     assert draft.text == fake_openai_server.state.reply
@@ -83,7 +86,7 @@ def test_server_errors_are_retried_then_answered(settings_factory, fake_openai_s
 
 def test_persistent_500_gives_a_clear_error_after_the_retries(settings_factory, fake_openai_server):
     fake_openai_server.state.fail_next = 100
-    answerer = _answerer(settings_factory, fake_openai_server.url, **{"domain.server.model": "smollm2-base"})
+    answerer, settings = _answerer(settings_factory, fake_openai_server.url, **{"domain.server.model": "smollm2-base"})
     with pytest.raises(AnswererUnavailable, match=r"unavailable after 3 attempts: HTTP 500"):
         answerer.answer(QUESTION, AskContext())
     answerer.close()
@@ -93,7 +96,7 @@ def test_persistent_500_gives_a_clear_error_after_the_retries(settings_factory, 
 def test_client_error_is_not_retried(settings_factory, fake_openai_server):
     fake_openai_server.state.fail_next = 1
     fake_openai_server.state.fail_status = 400
-    answerer = _answerer(settings_factory, fake_openai_server.url, **{"domain.server.model": "smollm2-base"})
+    answerer, settings = _answerer(settings_factory, fake_openai_server.url, **{"domain.server.model": "smollm2-base"})
     with pytest.raises(AnswererUnavailable, match="refused the request: HTTP 400"):
         answerer.answer(QUESTION, AskContext())
     answerer.close()
@@ -102,7 +105,7 @@ def test_client_error_is_not_retried(settings_factory, fake_openai_server):
 
 def test_slow_server_times_out(settings_factory, fake_openai_server):
     fake_openai_server.state.delay_s = 1.5
-    answerer = _answerer(
+    answerer, settings = _answerer(
         settings_factory,
         fake_openai_server.url,
         **{"domain.server.model": "smollm2-base", "domain.server.timeout_s": 0.3, "domain.server.retries": 1},
@@ -113,7 +116,7 @@ def test_slow_server_times_out(settings_factory, fake_openai_server):
 
 
 def test_server_down_falls_back_to_escalation_in_the_pipeline(settings_factory, tmp_path):
-    answerer = _answerer(settings_factory, _closed_port_url())
+    answerer, settings = _answerer(settings_factory, _closed_port_url())
 
     class DomainRouter:
         def decide(self, question: str) -> RouteDecision:
@@ -122,10 +125,10 @@ def test_server_down_falls_back_to_escalation_in_the_pipeline(settings_factory, 
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     try:
         pipeline = Pipeline(
-            answerer.settings,
+            settings,
             store,
             DomainRouter(),
-            {"domain": answerer, "escalate": EscalationAnswerer(answerer.settings)},
+            {"domain": answerer, "escalate": EscalationAnswerer(settings.app.company_name)},
         )
         answer = pipeline.answer(QUESTION)
     finally:

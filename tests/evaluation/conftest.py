@@ -91,7 +91,7 @@ def scripted_pipeline(settings: Settings, store: ConversationStore, *, improved:
         settings,
         store,
         ScriptedRouter(routes, f"router-{version}"),
-        {"domain": domain, "retrieval": retrieval, "escalate": EscalationAnswerer(settings)},
+        {"domain": domain, "retrieval": retrieval, "escalate": EscalationAnswerer(settings.app.company_name)},
     )
 
 

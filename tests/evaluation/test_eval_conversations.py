@@ -62,7 +62,7 @@ def test_a_conversation_test_set_reports_follow_ups_with_and_without_their_conve
     assert [p.message for p in problems] == ["'turns' must be a non-empty list of questions (objects)"]
 
     pipeline = Pipeline(eval_settings, eval_store, KeywordRouter(),
-                        {"retrieval": Policy(), "domain": Care(), "escalate": EscalationAnswerer(eval_settings)})
+                        {"retrieval": Policy(), "domain": Care(), "escalate": EscalationAnswerer(eval_settings.app.company_name)})
     results = run_evaluation(pipeline, items)
     report = summarize(results, problems, testset=str(testset), created="2026-12-01T00:00:00+00:00",
                        command="supportbot eval conversations.jsonl", degenerate_threshold=0.25)

@@ -45,7 +45,7 @@ def test_eval_counts_routes_escalations_citations_and_degenerate_answers(
     domain = report["quality"]["domain"]
     assert domain["with_reference"] == 3
     # exact answer 1.0; misrouted "See our shipping policy." 0.0; the hand-off shares a word or two.
-    handoff = EscalationAnswerer(eval_settings).text
+    handoff = EscalationAnswerer(eval_settings.app.company_name).text
     assert domain["token_f1"] == pytest.approx((1.0 + 0.0 + token_f1(handoff, TESTSET[6]["reference"])) / 3, abs=1e-3)
     angry = next(r for r in report["results"] if r["id"] == "angry")
     assert angry["degenerate"] and angry["token_f1"] == 0.0  # a loop scores zero whatever it shares

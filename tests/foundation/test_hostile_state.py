@@ -159,7 +159,7 @@ def build_pipeline(settings: Settings) -> Pipeline:
         settings,
         ConversationStore.open(settings.database_url),
         FixedRouter("retrieval", 0.9),
-        {"retrieval": CannedAnswerer("retrieval", "Returns within 30 days."), "escalate": EscalationAnswerer(settings)},
+        {"retrieval": CannedAnswerer("retrieval", "Returns within 30 days."), "escalate": EscalationAnswerer(settings.app.company_name)},
     )
 
 

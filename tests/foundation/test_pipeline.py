@@ -41,7 +41,7 @@ def build(settings: Settings, route: str, confidence: float, domain_text: str | 
         {
             "domain": CannedAnswerer("domain", domain_text),
             "retrieval": CannedAnswerer("retrieval", "Returns within 30 days."),
-            "escalate": EscalationAnswerer(settings),
+            "escalate": EscalationAnswerer(settings.app.company_name),
         },
     )
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.answerers.escalation import EscalationAnswerer
-from bot.answerers.retrieval import REFUSAL_TEXT, RetrievalAnswerer, grounding_problem
-from bot.config import Settings
+from bot.answerers.retrieval import REFUSAL_TEXT, Phrasing, RetrievalAnswerer, grounding_problem
+from bot.config import KnowledgeConfig
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable, ConfigError
 from bot.indexing.knowledge_base import KnowledgeBase
@@ -31,12 +31,16 @@ class FakeGenerator:
         return self.reply
 
 
-def settings_with(kb: KnowledgeBase, **changes: object) -> Settings:
-    return kb.settings.model_copy(update={"knowledge": kb.settings.knowledge.model_copy(update=changes)})
+def knowledge_with(kb: KnowledgeBase, **changes: object) -> KnowledgeConfig:
+    return kb.settings.knowledge.model_copy(update=changes)
+
+
+def phrasing(generator: FakeGenerator) -> Phrasing:
+    return Phrasing(generator, company_name="Rare Roots", max_new_tokens=160)
 
 
 def test_answer_quotes_the_policy_and_cites_its_source(sample_kb: KnowledgeBase) -> None:
-    draft = RetrievalAnswerer(sample_kb.settings, sample_kb).answer("How long does delivery to Canada take?", CTX)
+    draft = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb).answer("How long does delivery to Canada take?", CTX)
     assert "4-7 business days" in draft.text
     source = draft.sources[0]
     assert (source.title, source.heading) == ("Shipping and delivery", "Shipping zones and delivery times")
@@ -47,15 +51,15 @@ def test_answer_quotes_the_policy_and_cites_its_source(sample_kb: KnowledgeBase)
 
 
 def test_quote_is_the_policy_text_itself(sample_kb: KnowledgeBase) -> None:
-    draft = RetrievalAnswerer(sample_kb.settings, sample_kb).answer("Do gift cards expire?", CTX)
+    draft = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb).answer("Do gift cards expire?", CTX)
     assert "Gift cards never expire." in draft.text
     policy = (Path(__file__).resolve().parents[2] / "knowledge" / "gift-cards.html").read_text()
     assert "Gift cards never expire." in policy
 
 
 def test_with_the_lead_off_long_chunks_are_cut_to_the_paragraphs_that_answer(sample_kb: KnowledgeBase) -> None:
-    settings = settings_with(sample_kb, answer_max_chars=260, lead_max_chars=0)
-    draft = RetrievalAnswerer(settings, sample_kb).answer(
+    config = knowledge_with(sample_kb, answer_max_chars=260, lead_max_chars=0)
+    draft = RetrievalAnswerer(config, sample_kb).answer(
         "Is a heat pack required for winter orders to Canada?", CTX
     )
     assert len(draft.text) <= 260
@@ -63,7 +67,7 @@ def test_with_the_lead_off_long_chunks_are_cut_to_the_paragraphs_that_answer(sam
 
 
 def test_question_the_policies_do_not_cover_is_not_answered(sample_kb: KnowledgeBase) -> None:
-    answerer = RetrievalAnswerer(sample_kb.settings, sample_kb)
+    answerer = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb)
     with pytest.raises(AnswererUnavailable, match=r"did not find an answer in the knowledge base \(best score 0\.\d\d < 0\.35\)"):
         answerer.answer("Who won the football world cup in 1998?", CTX)
     assert answerer.find("Who won the football world cup in 1998?") is None
@@ -79,7 +83,7 @@ def test_low_score_escalates_to_a_person_through_the_pipeline(sample_kb: Knowled
     store = ConversationStore.open(settings.database_url)
     try:
         pipeline = Pipeline(settings, store, RetrievalRouter(), {
-            "retrieval": RetrievalAnswerer(settings, sample_kb), "escalate": EscalationAnswerer(settings)})
+            "retrieval": RetrievalAnswerer(settings.knowledge, sample_kb), "escalate": EscalationAnswerer(settings.app.company_name)})
         found = pipeline.answer("What does the Grower plan cost per month?")
         assert found.route == "retrieval" and "$9.99 per month" in found.text
         assert found.sources and found.sources[0].path == "pricing.md"
@@ -92,7 +96,7 @@ def test_low_score_escalates_to_a_person_through_the_pipeline(sample_kb: Knowled
 
 def test_generative_answer_is_phrased_by_the_model_from_the_retrieved_text(sample_kb: KnowledgeBase) -> None:
     generator = FakeGenerator("Delivery to Canada takes 4-7 business days and costs $29.95.")
-    answerer = RetrievalAnswerer(settings_with(sample_kb, answer_mode="generative"), sample_kb, generator)
+    answerer = RetrievalAnswerer(knowledge_with(sample_kb, answer_mode="generative"), sample_kb, phrasing(generator))
     draft = answerer.answer("How long does delivery to Canada take?", CTX)
     assert draft.text == generator.reply
     assert draft.sources[0].path == "shipping.md"
@@ -113,14 +117,14 @@ def test_generative_answer_is_phrased_by_the_model_from_the_retrieved_text(sampl
     ],
 )
 def test_generative_answer_beyond_the_policies_is_refused(sample_kb: KnowledgeBase, reply: str) -> None:
-    answerer = RetrievalAnswerer(settings_with(sample_kb, answer_mode="generative"), sample_kb, FakeGenerator(reply))
+    answerer = RetrievalAnswerer(knowledge_with(sample_kb, answer_mode="generative"), sample_kb, phrasing(FakeGenerator(reply)))
     with pytest.raises(AnswererUnavailable, match="couldn't find that in our policies"):
         answerer.answer("How long does delivery to Canada take?", CTX)
 
 
 def test_generative_mode_without_a_model_is_a_config_error(sample_kb: KnowledgeBase) -> None:
     with pytest.raises(ConfigError, match="answer_mode"):
-        RetrievalAnswerer(settings_with(sample_kb, answer_mode="generative"), sample_kb, None)
+        RetrievalAnswerer(knowledge_with(sample_kb, answer_mode="generative"), sample_kb, None)
 
 
 def test_grounding_check_accepts_paraphrase_and_rejects_new_facts() -> None:
@@ -136,7 +140,7 @@ def test_answers_come_from_the_current_version_after_an_edit(
     policy.write_text("# Returns\n\nPots can be returned within 30 days of delivery.\n", encoding="utf-8")
     kb = make_kb(docs)
     kb.sync()
-    answerer = RetrievalAnswerer(kb.settings, kb)
+    answerer = RetrievalAnswerer(kb.settings.knowledge, kb)
     assert "30 days" in answerer.answer("How long do I have to return a pot?", CTX).text
     policy.write_text("# Returns\n\nPots can be returned within 60 days of delivery.\n", encoding="utf-8")
     kb.sync()

@@ -21,6 +21,7 @@ from bot.errors import AnswererUnavailable
 from bot.interfaces import Answer, AskContext
 from bot.memory import ExpertMemory
 from bot.memory.entries import desired_entries
+from bot.registry import adapter_registry
 from tests.memory.conftest import RecordingBackend
 from tests.servers.postgres import postgres_server
 
@@ -36,7 +37,7 @@ def log_answer(store: ConversationStore, question: str, route: str = "domain", t
 
 def answerer(settings: Settings, memory: ExpertMemory | None) -> tuple[DomainAnswerer, RecordingBackend]:
     backend = RecordingBackend()
-    return DomainAnswerer(settings, backend=backend, memory=memory), backend
+    return DomainAnswerer(settings.domain, backend=lambda: backend, registry=adapter_registry(settings), memory=memory), backend
 
 
 @pytest.fixture
@@ -233,7 +234,8 @@ def test_a_generated_answer_loses_the_sentence_with_an_invented_link_but_keeps_t
     backend.model.text = ("Cut the black pitchers off at the base. Buy a pot cleaner like 1098 at "
                           "https://www.petcoplantsolutions.com/tips_and_tricks_ today. Our care guide is at "
                           "https://rareroots.example/care/nepenthes for more.")
-    domain = DomainAnswerer(settings, backend=backend, memory=make_memory(settings, store),
+    domain = DomainAnswerer(settings.domain, backend=lambda: backend, registry=adapter_registry(settings),
+                            memory=make_memory(settings, store),
                             published=published_contacts(PublishedKnowledge()))  # type: ignore[arg-type]
     streamed: list[str] = []
     draft = domain.answer("Why do my Nepenthes pitchers go black?", AskContext(), on_partial=streamed.append)

@@ -18,6 +18,7 @@ from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.interfaces import RouteDecision
 from bot.pipeline import Pipeline
+from bot.registry import adapter_registry
 from bot.slack.app import build_app, build_services
 from bot.slack.server import HttpSlackServer
 from bot.testing.fake_slack import FakeSlack
@@ -53,8 +54,8 @@ class DomainBot:
         store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
         memory = make_memory(settings, store)
         backend = RecordingBackend()
-        domain = DomainAnswerer(settings, backend=backend, memory=memory)
-        pipeline = Pipeline(settings, store, DomainRouter(), {"domain": domain, "escalate": EscalationAnswerer(settings)})
+        domain = DomainAnswerer(settings.domain, backend=lambda: backend, registry=adapter_registry(settings), memory=memory)
+        pipeline = Pipeline(settings, store, DomainRouter(), {"domain": domain, "escalate": EscalationAnswerer(settings.app.company_name)})
         services = build_services(settings, pipeline, store, memory=memory)
         server = HttpSlackServer.from_settings(build_app(settings, pipeline, store, services=services), settings)
         server.start_in_thread()

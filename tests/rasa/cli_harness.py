@@ -27,7 +27,7 @@ def build_fake_runtime(settings: Settings, **_: Any) -> Runtime:
         {
             "domain": domain,
             "retrieval": CannedAnswerer("retrieval", "We ship live plants from March to October."),
-            "escalate": EscalationAnswerer(settings),
+            "escalate": EscalationAnswerer(settings.app.company_name),
         },
     )
     return Runtime(settings, store, pipeline, None, None, domain, [store.close])  # type: ignore[arg-type]

@@ -101,7 +101,7 @@ def rasa_server(rasa_settings: Settings) -> Iterator[RasaHarness]:
                 "We ship live plants from March to October.",
                 [SHIPPING_SOURCE, RETURNS_SOURCE],
             ),
-            "escalate": EscalationAnswerer(rasa_settings),
+            "escalate": EscalationAnswerer(rasa_settings.app.company_name),
         },
     )
     app = build_action_server(rasa_settings, pipeline, store)

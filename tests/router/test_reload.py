@@ -21,7 +21,7 @@ def test_new_version_is_served_after_the_check_interval_without_restart(
     settings = settings_factory(**{"router.seed_file": str(router_settings.router.seed_file),
                                    "router.reload_interval_s": 2.0, "router.calibration_folds": 3})
     now = [100.0]
-    router = TopicRouter(settings, embedder=cached_embedder, clock=lambda: now[0])
+    router = TopicRouter(settings.router, router_registry(settings), embedder=cached_embedder, clock=lambda: now[0])
     assert router.version.startswith("zero-shot:")
     train_router(settings, embedder=cached_embedder, store=store)
     now[0] += 1.0  # within the interval: the registry is not even read
@@ -52,7 +52,7 @@ def test_unusable_router_file_at_start_falls_back_to_zero_shot_with_one_warning(
     report = train_router(router_settings, embedder=cached_embedder, store=store)
     corrupt(router_registry(router_settings).get(report.version).path, how)
     with caplog.at_level("WARNING"):
-        router = TopicRouter(router_settings, embedder=cached_embedder)
+        router = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder)
         decisions = [router.decide(q) for q in ("Do you ship to Canada?", "How do I water a Lithops?")]
     assert [d.route for d in decisions] == ["retrieval", "domain"]
     assert all(d.router_version.startswith("zero-shot:") for d in decisions)
@@ -66,7 +66,7 @@ def test_unusable_new_version_keeps_the_current_one_serving(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     train_router(router_settings, embedder=cached_embedder, store=store)
-    router = TopicRouter(router_settings, embedder=cached_embedder)
+    router = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder)
     router.warm_up()  # v0001 serves (as after build_runtime) when v0002 arrives
     second = train_router(router_settings, embedder=cached_embedder, store=store)
     corrupt(router_registry(router_settings).get(second.version).path, "garbage")
@@ -93,7 +93,7 @@ def test_router_built_for_another_embedder_is_not_used(
             return cached_embedder.encode(texts, **kwargs)
 
     with caplog.at_level("WARNING"):
-        router = TopicRouter(router_settings, embedder=OtherEmbedder())
+        router = TopicRouter(router_settings.router, router_registry(router_settings), embedder=OtherEmbedder())
     assert router.version.startswith("zero-shot:")
     assert any("768" in r.getMessage() and "unusable" in r.getMessage() for r in caplog.records)
 
@@ -104,7 +104,7 @@ def test_a_fresh_install_trains_its_router_before_the_first_answer_and_only_then
     from bot.factory import train_first_router
 
     assert train_first_router(router_settings, cached_embedder, store, knowledge=None) == "v0001"
-    router = TopicRouter(router_settings, embedder=cached_embedder)
+    router = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder)
     assert router.decide("Do you ship to Canada?").router_version == "v0001"
     assert train_first_router(router_settings, cached_embedder, store, knowledge=None) is None, \
         "a promoted router is never replaced at start"
@@ -132,9 +132,9 @@ def test_a_router_constructs_without_loading_and_loads_at_warm_up(
     """Construction takes configuration only (the runtime decides when minutes of loading
     happen); the first decision loads what a forgotten warm_up would have."""
     train_router(router_settings, embedder=cached_embedder, store=store)
-    cold = TopicRouter(router_settings, embedder=cached_embedder)
+    cold = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder)
     assert cold._loaded is None and cold._query_encoder is None
     cold.warm_up()
     assert cold.version == "v0001" and cold._query_encoder is not None
-    lazy = TopicRouter(router_settings, embedder=cached_embedder)
+    lazy = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder)
     assert lazy.decide("Do you ship to Canada?").router_version == "v0001"

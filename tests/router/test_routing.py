@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.interfaces import AskContext, Draft
 from bot.pipeline import Pipeline
+from bot.registry import router_registry
 from bot.router import TopicRouter, build_router
 from training.router_training import train_router
 
@@ -39,7 +40,7 @@ class RecordingAnswerer:
 @pytest.mark.parametrize("route", ["domain", "retrieval", "escalate"])
 def test_fresh_install_routes_clear_questions_zero_shot(route: str, router_settings: Settings,
                                                         cached_embedder: Any) -> None:
-    router = TopicRouter(router_settings, embedder=cached_embedder)
+    router = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder)
     assert router.version.startswith("zero-shot:")
     for question in CLEAR[route]:
         decision = router.decide(question)
@@ -72,8 +73,8 @@ def test_off_topic_questions_are_escalated_not_answered(
     if trained:
         train_router(router_settings, embedder=cached_embedder, store=store)
     answerers = {r: RecordingAnswerer(r) for r in ("domain", "retrieval")}
-    pipeline = Pipeline(router_settings, store, TopicRouter(router_settings, embedder=cached_embedder),
-                        {**answerers, "escalate": EscalationAnswerer(router_settings)})
+    pipeline = Pipeline(router_settings, store, TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder),
+                        {**answerers, "escalate": EscalationAnswerer(router_settings.app.company_name)})
     for question in OFF_TOPIC:
         answer = pipeline.answer(question)
         assert answer.route == "escalate", (question, answer)
@@ -91,7 +92,7 @@ def test_route_below_its_threshold_goes_to_escalation(
     handed to a person when the team raises the domain threshold above its probability."""
     question = "Is my orchid going to survive in my bathroom?"
     train_router(router_settings, embedder=cached_embedder, store=store)
-    decision = TopicRouter(router_settings, embedder=cached_embedder).decide(question)
+    decision = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder).decide(question)
     assert decision.route == "domain"
     strict = settings_factory(**{
         "router.seed_file": str(router_settings.router.seed_file),
@@ -99,8 +100,8 @@ def test_route_below_its_threshold_goes_to_escalation(
     })
     domain = RecordingAnswerer("domain")
     for settings, expected in ((router_settings, "domain"), (strict, "escalate")):
-        pipeline = Pipeline(settings, store, TopicRouter(settings, embedder=cached_embedder),
-                            {"domain": domain, "escalate": EscalationAnswerer(settings)})
+        pipeline = Pipeline(settings, store, TopicRouter(settings.router, router_registry(settings), embedder=cached_embedder),
+                            {"domain": domain, "escalate": EscalationAnswerer(settings.app.company_name)})
         answer = pipeline.answer(question)
         assert answer.route == expected
     assert "below its threshold" in answer.fallback_reason
@@ -111,7 +112,7 @@ def test_explain_names_topics_neighbours_and_signals(
     router_settings: Settings, cached_embedder: Any, store: ConversationStore, fake_kb: Any
 ) -> None:
     train_router(router_settings, embedder=cached_embedder, store=store, knowledge=fake_kb)
-    router = TopicRouter(router_settings, embedder=cached_embedder, knowledge=fake_kb)
+    router = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder, knowledge=fake_kb)
     details = router.explain("How long does delivery to Toronto take?")
     assert details["route"] == "retrieval"
     assert details["version"] == "v0001" and details["zero_shot"] is False
@@ -130,7 +131,7 @@ def test_knowledge_base_outage_does_not_stop_routing(
 ) -> None:
     train_router(router_settings, embedder=cached_embedder, store=store, knowledge=fake_kb)
     fake_kb.fail = True
-    router = TopicRouter(router_settings, embedder=cached_embedder, knowledge=fake_kb)
+    router = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder, knowledge=fake_kb)
     with caplog.at_level("WARNING", logger="bot.router"):
         first = router.decide("Do you deliver to Germany?")
         second = router.decide("How often should I water my Nepenthes?")
@@ -157,7 +158,7 @@ def test_a_trained_router_reads_the_question_form(router_settings: Settings, cac
     """The calibrator of a version trained now learns from the form: the same words asked as
     a question lean further from a person than when told as a complaint."""
     train_router(router_settings, embedder=cached_embedder, store=store)
-    router = TopicRouter(router_settings, embedder=cached_embedder)
+    router = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder)
     assert "question_share" in router.model.calibrators["without_kb"].signals
     asked = router.decide("Can I send back the pot that came with my order?")
     told = router.decide("I want to send back the pot that came with my order.")

@@ -37,7 +37,7 @@ def test_staff_route_labels_change_the_decision_after_retraining(
     router_settings: Settings, cached_embedder: Any, store: ConversationStore
 ) -> None:
     first = train_router(router_settings, embedder=cached_embedder, store=store)
-    router = TopicRouter(router_settings, embedder=cached_embedder)
+    router = TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder)
     before = router.decide(NEW_POLICY)
     assert before.route == "domain"
     for question in [NEW_POLICY, *PARAPHRASES]:  # staff flag the misrouted turns in Slack

@@ -41,7 +41,7 @@ def test_slack_question_through_the_real_pipeline_is_logged_with_its_slack_messa
     )
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     pipeline = Pipeline(settings, store, ShippingRouter(),
-                        {"retrieval": PolicyAnswerer(), "escalate": EscalationAnswerer(settings)})
+                        {"retrieval": PolicyAnswerer(), "escalate": EscalationAnswerer(settings.app.company_name)})
     services = build_services(settings, pipeline, store)
     server = HttpSlackServer.from_settings(build_app(settings, pipeline, store, services=services), settings)
     server.start_in_thread()
@@ -88,7 +88,7 @@ def test_an_over_long_slack_question_reaches_no_model_not_even_for_the_staff_dra
     )
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     policy = CountingAnswerer()
-    pipeline = Pipeline(settings, store, ShippingRouter(), {"retrieval": policy, "escalate": EscalationAnswerer(settings)})
+    pipeline = Pipeline(settings, store, ShippingRouter(), {"retrieval": policy, "escalate": EscalationAnswerer(settings.app.company_name)})
     services = build_services(settings, pipeline, store)
     server = HttpSlackServer.from_settings(build_app(settings, pipeline, store, services=services), settings)
     server.start_in_thread()

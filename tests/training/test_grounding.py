@@ -17,6 +17,7 @@ from bot.indexing.embedding import embed
 from bot.interfaces import AskContext
 from bot.memory import ExpertMemory
 from bot.memory.grounding import GROUNDING_HEADER, Note
+from bot.registry import adapter_registry
 from tests.memory.conftest import SEED, RecordingBackend, write_seed
 from tests.training.conftest import add_labeled_turn
 from training.dataset import Example, export_dataset, read_jsonl_examples
@@ -91,7 +92,7 @@ def test_the_training_prompt_is_the_prompt_the_domain_answerer_serves(
                           lambda text: embed(embedder, [text])[0], fingerprint="test-minilm")
     memory.refresh(force=True)
     backend = RecordingBackend()
-    domain = DomainAnswerer(settings, backend=backend, memory=memory)
+    domain = DomainAnswerer(settings.domain, backend=lambda: backend, registry=adapter_registry(settings), memory=memory)
     question = "How often should I water my Masdevallia in winter?"  # not an entry's question
 
     draft = domain.answer(question, AskContext())
