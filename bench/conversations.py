@@ -92,7 +92,7 @@ def run_mode(settings: Any, router: Any, retrieval: Any, conversations: list[lis
         update["max_turns"] = int(variant.split()[-1])
     # "short N": a message of N content words or fewer looks dependent (shipped: 2)
     bot.followups.SHORT_CONTENT_WORDS = int(variant.split()[-1]) if variant.startswith("short ") else 2
-    cfg = settings.model_copy(update={"conversation": settings.conversation.model_copy(update=update)})
+    cfg = settings.conversation.model_copy(update=update)
     outcome: dict[str, list] = {"first": [], "depends": [], "standalone": [], "policy_f1": []}
     for conversation in conversations:
         history = ListHistory()
@@ -126,7 +126,7 @@ def first_turn_overhead(settings: Any, router: Any, questions: list[str], tmp: P
     for i in range(5000):
         store.log_turn(f"earlier question {i}", filler, AskContext(channel="slack", user=f"U{i % 300}",
                                                                    conversation_key=f"C1:{i // 3}"))
-    resolver = FollowupResolver(settings, store, router.decide)
+    resolver = FollowupResolver(settings.conversation, store, router.decide)
     added = []
     for i, _question in enumerate(questions * 3):
         # A first turn's only extra work: finding that its conversation has no earlier turns.

@@ -53,13 +53,13 @@ def routed(router: Any, settings: Any, question: str) -> str:
 def fresh_install(state_dir: str) -> tuple[Any, Any, Any]:
     """Settings, embedder and synced knowledge base of a fresh install on `state_dir` (no router yet)."""
     from bot.config import load_settings
-    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.indexing.knowledge_base import build_knowledge_base
     from bot.model_assets import configure_torch_threads, load_embedder
 
     settings = load_settings(None, env={}, overrides={"app.state_dir": state_dir})
     configure_torch_threads(settings)
     embedder = load_embedder(settings)
-    knowledge = KnowledgeBase(settings, embedder)
+    knowledge = build_knowledge_base(settings, embedder)
     knowledge.sync()
     return settings, embedder, knowledge
 

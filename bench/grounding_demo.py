@@ -27,7 +27,7 @@ from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable
 from bot.evaluation.metrics import token_f1
 from bot.factory import build_expert_memory
-from bot.indexing.knowledge_base import KnowledgeBase
+from bot.indexing.knowledge_base import build_knowledge_base
 from bot.llm.guard import finalize_answer
 from bot.memory.grounding import grounded_messages
 from bot.model_assets import configure_torch_threads, load_embedder
@@ -49,7 +49,7 @@ def main() -> None:
         configure_torch_threads(settings)
         store = ConversationStore.open(settings.database_url)
         embedder = load_embedder(settings)
-        knowledge = KnowledgeBase(settings, embedder)
+        knowledge = build_knowledge_base(settings, embedder)
         knowledge.sync()
         memory = build_expert_memory(settings, store, embedder, knowledge)
         answerer = build_domain_answerer(settings, memory=memory)

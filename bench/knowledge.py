@@ -141,7 +141,7 @@ def main() -> None:
     from bot.config import load_settings
     from bot.indexing.chunking import chunk_document, text_for_matching
     from bot.indexing.documents import parse_document
-    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.indexing.knowledge_base import build_knowledge_base
     from bot.model_assets import configure_torch_threads, load_embedder
 
     work = Path(tempfile.mkdtemp(prefix="bench-knowledge-"))
@@ -167,7 +167,7 @@ def main() -> None:
     started = time.perf_counter()
     embedder.encode(texts[0::2], normalize_embeddings=True, show_progress_bar=False)
     raw_s = time.perf_counter() - started
-    kb = KnowledgeBase(settings, embedder)
+    kb = build_knowledge_base(settings, embedder)
     started = time.perf_counter()
     report = kb.sync()
     index_s = time.perf_counter() - started

@@ -596,11 +596,10 @@ def main() -> int:
 
     from bot.config import load_settings
     from bot.conversation_log import ConversationStore
-    from bot.factory import build_expert_memory
-    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.factory import build_expert_memory, expert_memory_for
+    from bot.indexing.knowledge_base import build_knowledge_base
     from bot.llm.backend import llama_cpp_available
     from bot.llm.llamacpp import llamacpp_threads
-    from bot.memory import ExpertMemory
     from bot.model_assets import configure_torch_threads, force_offline, load_embedder
 
     force_offline()
@@ -617,7 +616,7 @@ def main() -> int:
 
         store = ConversationStore.open(f"sqlite:///{state / 'log.db'}")
         embedder = load_embedder(settings)
-        knowledge = KnowledgeBase(settings, embedder)
+        knowledge = build_knowledge_base(settings, embedder)
         sys.stderr.write(f"syncing {len(data.entries)} entries ...\n")
         sync_started = time.perf_counter()
         memory = build_expert_memory(settings, store, embedder, knowledge)
@@ -625,7 +624,7 @@ def main() -> int:
         noop_started = time.perf_counter()
         memory.refresh()
         noop_ms = (time.perf_counter() - noop_started) * 1000
-        restarted = ExpertMemory(settings, store, memory.embed_texts, knowledge.embed_query, knowledge.fingerprint())
+        restarted = expert_memory_for(settings, store, memory.embed_texts, knowledge.embed_query, knowledge.fingerprint())
         resync_s = restarted.refresh(force=True).seconds
         meta: dict[str, Any] = {
             "threads": torch.get_num_threads(), "query_threads": settings.knowledge.query_threads,

@@ -55,14 +55,14 @@ def retrieval_items(path: str) -> list[Any]:
 def build(state: Path) -> tuple[Any, Any]:
     """Settings and a synced knowledge base over a copy of knowledge/."""
     from bot.config import load_settings
-    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.indexing.knowledge_base import build_knowledge_base
     from bot.model_assets import configure_torch_threads, load_embedder
 
     shutil.copytree(REPO / "knowledge", state / "knowledge")
     (state / "config.toml").write_text('[app]\nstate_dir = "var"\n', encoding="utf-8")
     settings = load_settings(state / "config.toml", env={}, overrides={"knowledge.dir": str(state / "knowledge")})
     configure_torch_threads(settings)
-    kb = KnowledgeBase(settings, load_embedder(settings))
+    kb = build_knowledge_base(settings, load_embedder(settings))
     kb.sync()
     return settings, kb
 

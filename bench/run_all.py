@@ -1,9 +1,13 @@
-"""Run every benchmark, one after another, and rewrite docs/benchmarks.md from their figures.
+"""Run every benchmark, one after another, and stitch their pages into docs/benchmarks/all.md.
 
 Each benchmark writes its own page under docs/benchmarks/ (figures, baselines measured in the
 same run, the command). This script runs them in sequence — never in parallel, since they
-measure speed on a 2-core machine — and then stitches the pages into docs/benchmarks.md with
+measure speed on a 2-core machine — and then stitches the pages into docs/benchmarks/all.md with
 the machine and the date, so one command answers "how fast and how good is it, here, today".
+
+docs/benchmarks.md is the curated summary (each page's figures with the before/after
+`supportbot eval` runs and the reasoning beside them); this script never rewrites it, since a
+stitch would drop everything written by hand. Copy a rerun page's new figures there yourself.
 
     .venv/bin/python -m bench.run_all            # full runs (the fine-tune proof takes ~15 min)
     .venv/bin/python -m bench.run_all --quick    # every script end to end, small sizes
@@ -23,7 +27,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = REPO / "docs" / "benchmarks"
-SUMMARY = REPO / "docs" / "benchmarks.md"
+SUMMARY = PAGES / "all.md"
 
 # (name, module, page) in the order a reader cares about: answers first, then speed.
 BENCHMARKS = [
@@ -68,12 +72,13 @@ def run(module: str, quick: bool) -> tuple[int, float]:
 
 def stitch(results: dict[str, tuple[int, float]], quick: bool) -> None:
     lines = [
-        "# Benchmarks",
+        "# Benchmarks: every page as last run",
         "",
         f"Machine: {machine()}. Stitched {dt.date.today().isoformat()} by "
         f"`.venv/bin/python -m bench.run_all{' --quick' if quick else ''}`.",
         "Each section was written by its own script (command inside); baselines were measured in the",
-        "same run as the figures they are compared with. Targets from the issues are floors.",
+        "same run as the figures they are compared with. Targets from the issues are floors. The curated",
+        "summary, with the before/after evaluation runs, is [../benchmarks.md](../benchmarks.md).",
         "",
     ]
     for name, _module, page in BENCHMARKS:
@@ -98,7 +103,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: checks every script end to end")
     parser.add_argument("--only", nargs="*", default=None, help="names: " + ", ".join(b[0] for b in BENCHMARKS))
-    parser.add_argument("--stitch-only", action="store_true", help="rebuild docs/benchmarks.md without running")
+    parser.add_argument("--stitch-only", action="store_true", help="rebuild docs/benchmarks/all.md without running")
     args = parser.parse_args()
     results: dict[str, tuple[int, float]] = {}
     if not args.stitch_only:

@@ -118,7 +118,7 @@ def run_set(pairs: list[tuple[str, str]], cases: list[Case], tmp: Path, name: st
     from bot.config import load_settings
     from bot.conversation_log import ConversationStore
     from bot.factory import build_expert_memory
-    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.indexing.knowledge_base import build_knowledge_base
     from bot.memory.matching import missing_subjects
     from bot.model_assets import configure_torch_threads, load_embedder
 
@@ -131,7 +131,7 @@ def run_set(pairs: list[tuple[str, str]], cases: list[Case], tmp: Path, name: st
         "knowledge.dir": str(state / "knowledge")})
     configure_torch_threads(settings)
     store = ConversationStore.open(f"sqlite:///{state / 'log.db'}")
-    knowledge = KnowledgeBase(settings, load_embedder(settings))
+    knowledge = build_knowledge_base(settings, load_embedder(settings))
     started = time.perf_counter()
     memory = build_expert_memory(settings, store, knowledge.embedder, knowledge)
     sync_s = time.perf_counter() - started

@@ -42,15 +42,17 @@ class Runtime:
     _closers: list[Callable[[], None]] = field(default_factory=list)
     memory: ExpertMemory | None = None
     seed_training: SeedAdapterJob | None = None  # while a fresh install trains its first adapter
+    _warming: threading.Thread | None = None
 
     def warm_up_domain(self, *, background: bool = False) -> None:
         """Load the domain model now, so the first customer does not wait minutes for it. An
         inference server that is still starting is not fatal: the model loads on the first
         domain question, and until then those questions fall back. `background` loads it on a
         daemon thread (the console: its prompt appears at once, and a person typing the first
-        question covers most of the load)."""
+        question covers most of the load). `close()` waits for that thread."""
         if background:
-            threading.Thread(target=self.warm_up_domain, name="domain-warm-up", daemon=True).start()
+            self._warming = threading.Thread(target=self.warm_up_domain, name="domain-warm-up", daemon=True)
+            self._warming.start()
             return
         try:
             self.domain.warm_up()
@@ -59,6 +61,11 @@ class Runtime:
                         "and until then those questions fall back to retrieval or a person", exc)
 
     def close(self) -> None:
+        # A person who types "exit" while the model still loads must not leave torch working in
+        # a daemon thread as the interpreter shuts down: that aborts the process ("terminate
+        # called without an active exception", exit -6). The load takes seconds; wait for it.
+        if self._warming is not None:
+            self._warming.join()
         for closer in reversed(self._closers):
             try:
                 closer()
@@ -83,7 +90,7 @@ def build_runtime(
     from bot.answerers.domain_model import build_domain_answerer
     from bot.answerers.escalation import EscalationAnswerer
     from bot.answerers.retrieval import Phrasing, RetrievalAnswerer
-    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.indexing.knowledge_base import build_knowledge_base
     from bot.model_assets import configure_torch_threads, force_offline, load_embedder
     from bot.router import build_router
     from bot.state_check import check_state_at_start
@@ -95,7 +102,7 @@ def build_runtime(
     store = store or open_store(settings)
     closers: list[Any] = [store.close] if owns_store else []
     embedder = load_embedder(settings)
-    knowledge = KnowledgeBase(settings, embedder)
+    knowledge = build_knowledge_base(settings, embedder)
     knowledge.sync()
     closers.append(knowledge.close)
     if watch:
@@ -181,10 +188,25 @@ def build_expert_memory(settings: Settings, store: ConversationStore, embedder: 
     if not settings.memory.enabled:
         return None
     from bot.indexing.embedding import embed
-    from bot.memory import ExpertMemory
 
-    memory = ExpertMemory(
+    memory = expert_memory_for(
         settings, store, lambda texts: embed(embedder, list(texts)), knowledge.embed_query, knowledge.fingerprint()
     )
     memory.refresh(force=True)
     return memory
+
+
+def expert_memory_for(
+    settings: Settings, store: ConversationStore, embed_texts: Any, embed_query: Any, fingerprint: str
+) -> Any:
+    """An expert memory as configured: the `[memory]` section, entries from `training.seed_dataset`,
+    collections beside the knowledge base's (same Chroma, names from `knowledge.collection`)."""
+    from bot.indexing.chroma_store import ChromaLocation
+    from bot.memory import ExpertMemory
+
+    return ExpertMemory(
+        settings.memory, store, embed_texts, embed_query, fingerprint,
+        chroma=ChromaLocation.of(settings.knowledge.chroma_url, settings.state_dir),
+        collection=settings.knowledge.collection,
+        seed_file=settings.training.seed_dataset,
+    )

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from bot.config import Settings
+from bot.config import ConversationConfig
 from bot.interfaces import AskContext, RouteDecision
 from bot.memory.matching import content_words
 from bot.question_input import clean_question
@@ -98,8 +98,8 @@ def combined_question(earlier: Sequence[str], message: str, earlier_chars: int =
 class FollowupResolver:
     """Reads a message with its conversation when it depends on it, and routes it either way."""
 
-    def __init__(self, settings: Settings, store: ConversationStore | None, decide: Callable[[str], RouteDecision]):
-        self.cfg = settings.conversation
+    def __init__(self, config: ConversationConfig, store: ConversationStore | None, decide: Callable[[str], RouteDecision]):
+        self.cfg = config
         self.store = store
         self.decide = decide
 

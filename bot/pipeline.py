@@ -70,7 +70,7 @@ class Pipeline:
         self.store = store
         self.router = router
         self.answerers = dict(answerers)
-        self.followups = FollowupResolver(settings, store, router.decide)
+        self.followups = FollowupResolver(settings.conversation, store, router.decide)
         self._log_failures = 0  # consecutive failed turn writes: only the first gets a traceback
         self._log_failures_lock = threading.Lock()  # Slack answers on several threads at once
 

@@ -22,13 +22,13 @@ def register(app: typer.Typer) -> None:
 
 
 def _open_knowledge_base(settings: Settings) -> Any:
-    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.indexing.knowledge_base import build_knowledge_base
     from bot.model_assets import force_offline, load_embedder
     from bot.state_check import check_state_at_start
 
     force_offline()
     check_state_at_start(settings, conversation_log=False, registries=False)
-    return KnowledgeBase(settings, load_embedder(settings))
+    return build_knowledge_base(settings, load_embedder(settings))
 
 
 def index(

@@ -30,7 +30,7 @@ def _open_memory(settings: Settings) -> tuple[Any, Any, Any]:
     """The store, the memory (synced now) and the knowledge base whose query vectors it shares."""
     from bot.conversation_log.opening import open_store
     from bot.factory import build_expert_memory
-    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.indexing.knowledge_base import build_knowledge_base
     from bot.model_assets import force_offline, load_embedder
 
     force_offline()
@@ -38,7 +38,7 @@ def _open_memory(settings: Settings) -> tuple[Any, Any, Any]:
         raise BotError("memory.enabled is false: the expert memory is off (set it to true in config.toml)")
     store = open_store(settings)
     embedder = load_embedder(settings)
-    knowledge = KnowledgeBase(settings, embedder)
+    knowledge = build_knowledge_base(settings, embedder)
     return store, build_expert_memory(settings, store, embedder, knowledge), knowledge
 
 

@@ -56,12 +56,12 @@ def forget(
     try:
         if settings.memory.enabled:
             from bot.factory import build_expert_memory
-            from bot.indexing.knowledge_base import KnowledgeBase
+            from bot.indexing.knowledge_base import build_knowledge_base
             from bot.model_assets import force_offline, load_embedder
 
             force_offline()
             embedder = load_embedder(settings)
-            knowledge = KnowledgeBase(settings, embedder)
+            knowledge = build_knowledge_base(settings, embedder)
             memory = build_expert_memory(settings, store, embedder, knowledge)
             memory.close()  # no polling: this process syncs once, after the deletion
         report = forget_person(settings, store, channel, user_id, memory=memory)

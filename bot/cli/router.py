@@ -22,10 +22,10 @@ def open_knowledge(settings: Any, embedder: Any) -> Any:
     """The knowledge base for the KB signals, or None (with a warning) when it cannot open:
     routing and training still work on the question alone."""
     from bot.errors import BotError
-    from bot.indexing.knowledge_base import KnowledgeBase
+    from bot.indexing.knowledge_base import build_knowledge_base
 
     try:
-        knowledge = KnowledgeBase(settings, embedder)
+        knowledge = build_knowledge_base(settings, embedder)
         knowledge.sync()
     except BotError as exc:
         log.warning("knowledge base unavailable (%s); continuing without KB signals", exc)

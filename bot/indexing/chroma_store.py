@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
 
-from bot.config import Settings
 from bot.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -38,13 +38,27 @@ def _client_settings() -> Any:
     return ChromaSettings(anonymized_telemetry=False)
 
 
-def open_client(settings: Settings) -> tuple[Any, str]:
+@dataclass(frozen=True)
+class ChromaLocation:
+    """Where the collections live: a Chroma server (`knowledge.chroma_url`), or, when that is
+    empty, the embedded store in `embedded_dir` (`<state_dir>/chroma`). The knowledge base and the
+    expert memory keep their collections side by side, so both open clients from one of these."""
+
+    url: str
+    embedded_dir: Path
+
+    @classmethod
+    def of(cls, chroma_url: str, state_dir: Path) -> ChromaLocation:
+        return cls(chroma_url.strip(), state_dir / "chroma")
+
+
+def open_client(location: ChromaLocation) -> tuple[Any, str]:
     """The Chroma client the config asks for, and a description of where it points (for logs)."""
     import chromadb
 
-    url = settings.knowledge.chroma_url.strip()
+    url = location.url
     if not url:
-        path = settings.state_dir / "chroma"
+        path = location.embedded_dir
         path.mkdir(parents=True, exist_ok=True)
         return chromadb.PersistentClient(path=str(path), settings=_client_settings()), str(path)
     parsed = urlparse(url)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from bot.config import Settings
+from bot.config import KnowledgeConfig, Settings
 from bot.indexing.indexer import IndexReport, KnowledgeIndexer
 from bot.indexing.published import PublishedIndex
 from bot.indexing.searcher import KnowledgeSearcher, SearchHit
@@ -25,15 +25,29 @@ from bot.indexing.searcher import KnowledgeSearcher, SearchHit
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["IndexReport", "KnowledgeBase", "SearchHit"]
+__all__ = ["IndexReport", "KnowledgeBase", "SearchHit", "build_knowledge_base", "embedder_name"]
+
+BUNDLED_EMBEDDER = "bundled:all-MiniLM-L6-v2"
+
+
+def embedder_name(settings: Settings) -> str:
+    """What the index fingerprint calls the embedder: a new one means every chunk is re-embedded."""
+    return str(settings.models.embedder_path or BUNDLED_EMBEDDER)
+
+
+def build_knowledge_base(settings: Settings, embedder: SentenceTransformer) -> KnowledgeBase:
+    """The knowledge base as the runtime configures it (the `[knowledge]` section, the state
+    folder, the embedder's identity)."""
+    return KnowledgeBase(settings.knowledge, embedder, state_dir=settings.state_dir, embedder_name=embedder_name(settings))
 
 
 class KnowledgeBase:
-    def __init__(self, settings: Settings, embedder: SentenceTransformer) -> None:
-        self.settings = settings
-        self.config = settings.knowledge
+    def __init__(
+        self, config: KnowledgeConfig, embedder: SentenceTransformer, *, state_dir: Path, embedder_name: str
+    ) -> None:
+        self.config = config
         self.embedder = embedder
-        self.index = PublishedIndex(settings, embedder)
+        self.index = PublishedIndex(config, embedder, state_dir=state_dir, embedder_name=embedder_name)
         self.searcher = KnowledgeSearcher(self.index)
         self.indexer = KnowledgeIndexer(self.index, on_publish=self.searcher.forget_results)
 

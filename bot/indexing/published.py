@@ -15,11 +15,12 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.atomic import atomic_write_json
-from bot.config import Settings
-from bot.indexing.chroma_store import ChromaCollection, open_client
+from bot.config import KnowledgeConfig
+from bot.indexing.chroma_store import ChromaCollection, ChromaLocation, open_client
 from bot.indexing.embedding import embedding_dimension
 from bot.indexing.lexical import Vocabulary
 from bot.indexing.snapshot import ReadWriteLock, Snapshot, record_from_metadata
@@ -34,11 +35,14 @@ MANIFEST_FORMAT = 1
 
 
 class PublishedIndex:
-    def __init__(self, settings: Settings, embedder: SentenceTransformer) -> None:
-        self.settings = settings
-        self.config = settings.knowledge
+    def __init__(
+        self, config: KnowledgeConfig, embedder: SentenceTransformer, *, state_dir: Path, embedder_name: str
+    ) -> None:
+        self.config = config
         self.embedder = embedder
-        self.manifest_path = settings.state_dir / "knowledge" / f"manifest-{self.config.collection}.json"
+        self.embedder_name = embedder_name
+        self.chroma = ChromaLocation.of(config.chroma_url, state_dir)
+        self.manifest_path = state_dir / "knowledge" / f"manifest-{self.config.collection}.json"
         self.vocabulary = Vocabulary()
         self.indexing_here = False  # a watcher in this process keeps it current: nothing to follow
         self.followed_manifest: int | None = None  # manifest mtime_ns the snapshot was built from
@@ -52,14 +56,13 @@ class PublishedIndex:
 
     def fingerprint(self) -> str:
         dim = embedding_dimension(self.embedder)
-        embedder = str(self.settings.models.embedder_path or "bundled:all-MiniLM-L6-v2")
-        raw = json.dumps([INDEX_FORMAT, embedder, dim, self.config.chunk_size, self.config.chunk_overlap])
+        raw = json.dumps([INDEX_FORMAT, self.embedder_name, dim, self.config.chunk_size, self.config.chunk_overlap])
         return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
     def open_store(self) -> ChromaCollection:
         with self._store_lock:
             if self._store is None:
-                client, where = open_client(self.settings)
+                client, where = open_client(self.chroma)
                 self._store = ChromaCollection(client, self.config.collection, self.fingerprint())
                 log.info("knowledge index: Chroma collection %r at %s", self.config.collection, where)
                 self.load_from_store(self._store)

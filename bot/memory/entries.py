@@ -112,6 +112,10 @@ def label_entries(store: ConversationStore, *, reuse_policy: bool) -> list[Exper
 
 def desired_entries(settings: Settings, store: ConversationStore) -> dict[str, ExpertEntry]:
     """Every entry the memory should hold now, by id."""
-    entries = seed_entries(settings.training.seed_dataset)
-    entries += label_entries(store, reuse_policy=settings.memory.reuse_policy_corrections)
+    return entries_from(settings.training.seed_dataset, store, reuse_policy=settings.memory.reuse_policy_corrections)
+
+
+def entries_from(seed_file: Path, store: ConversationStore, *, reuse_policy: bool) -> dict[str, ExpertEntry]:
+    entries = seed_entries(seed_file)
+    entries += label_entries(store, reuse_policy=reuse_policy)
     return {entry.entry_id: entry for entry in entries}

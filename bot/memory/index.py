@@ -19,15 +19,16 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from chromadb.errors import NotFoundError
 
-from bot.config import Settings
+from bot.config import MemoryConfig
 from bot.conversation_log import ConversationStore
-from bot.indexing.chroma_store import ChromaCollection, open_client
-from bot.memory.entries import SOURCE_PRIORITY, ExpertEntry, desired_entries
+from bot.indexing.chroma_store import ChromaCollection, ChromaLocation, open_client
+from bot.memory.entries import SOURCE_PRIORITY, ExpertEntry, entries_from
 from bot.memory.matching import canonical_question, named_subjects
 
 log = logging.getLogger(__name__)
@@ -77,20 +78,27 @@ def _normalized(question: str) -> str:
 class ExpertMemory:
     def __init__(
         self,
-        settings: Settings,
+        config: MemoryConfig,
         store: ConversationStore,
         embed_texts: EmbedTexts,
         embed_query: EmbedQuery,
         fingerprint: str,
+        *,
+        chroma: ChromaLocation,
+        collection: str,
+        seed_file: Path,
     ) -> None:
-        self.settings = settings
-        self.cfg = settings.memory
+        """Entries come from `seed_file` and the log's labels; they live next to the knowledge
+        base's collection `collection`, in the same Chroma (`chroma`)."""
+        self.cfg = config
+        self.chroma = chroma
+        self.seed_file = seed_file
         self.store = store
         self.embed_texts = embed_texts
         self.embed_query = embed_query
         self.fingerprint = f"{FORMAT}:{fingerprint}"
-        self.name = f"{settings.knowledge.collection}_expert_memory"
-        self.answers_name = f"{settings.knowledge.collection}_expert_answers"
+        self.name = f"{collection}_expert_memory"
+        self.answers_name = f"{collection}_expert_answers"
         self._answers_fingerprint = f"{ANSWERS_FORMAT}:{fingerprint}"
         self._collection: ChromaCollection | None = None
         self._answers: ChromaCollection | None = None
@@ -108,7 +116,7 @@ class ExpertMemory:
 
     def _open(self) -> ChromaCollection:
         if self._collection is None:
-            client, where = open_client(self.settings)
+            client, where = open_client(self.chroma)
             self._collection = ChromaCollection(client, self.name, self.fingerprint)
             self._hashes = {
                 record.chunk_id: str(record.meta.get("content_hash", "")) for record in self._collection.load_all()
@@ -148,7 +156,7 @@ class ExpertMemory:
         return self._answers
 
     def _current_watermark(self) -> tuple[Any, ...]:
-        seed = self.settings.training.seed_dataset
+        seed = self.seed_file
         try:
             stat = seed.stat()
             seed_stamp: tuple[int, int] = (stat.st_mtime_ns, stat.st_size)
@@ -172,7 +180,7 @@ class ExpertMemory:
         started = time.perf_counter()
         collection = self._open()
         answers = self._answer_collection()
-        wanted = desired_entries(self.settings, self.store)
+        wanted = entries_from(self.seed_file, self.store, reuse_policy=self.cfg.reuse_policy_corrections)
         stale = [e for e in wanted.values() if self._hashes.get(e.entry_id) != e.content_hash]
         gone = [entry_id for entry_id in self._hashes if entry_id not in wanted]
         if stale:

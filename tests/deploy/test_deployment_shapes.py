@@ -24,7 +24,7 @@ from sqlalchemy import create_engine, text
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.factory import build_runtime
-from bot.indexing.knowledge_base import KnowledgeBase
+from bot.indexing.knowledge_base import build_knowledge_base
 from bot.interfaces import AskContext
 
 REPO = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ def test_same_routes_sources_and_logged_turns_on_every_shape(
     state_dir = tmp_path / "var"
 
     # The indexer job: the only writer of the index.
-    indexer = KnowledgeBase(settings, embedder)
+    indexer = build_knowledge_base(settings, embedder)
     try:
         report = indexer.sync()
     finally:

@@ -16,6 +16,7 @@ from bot.answerers.escalation import EscalationAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.conversation_log.schema import ProcessedEvent, Turn, utcnow
+from bot.factory import expert_memory_for
 from bot.interfaces import Answer, AskContext, Draft, RouteDecision
 from bot.pipeline import Pipeline
 from bot.privacy import apply_retention, export_person, forget_person
@@ -76,7 +77,6 @@ def test_forget_erases_every_copy_of_a_persons_words_and_keeps_everyone_elses(
     settings_factory: Callable[..., Settings], embedder: object, tmp_path: Path,
 ) -> None:
     from bot.indexing.embedding import embed
-    from bot.memory import ExpertMemory
     from bot.registry import ArtifactRegistry
     from training.dataset import export_dataset
     from training.router_training import train_router
@@ -91,8 +91,8 @@ def test_forget_erases_every_copy_of_a_persons_words_and_keeps_everyone_elses(
     store.add_staff_label(mine, "USTAFF", "incorrect", corrected_answer="Every 2 to 4 days.", correct_route="domain")
     store.add_staff_label(theirs, "USTAFF", "correct", correct_route="domain")
     store.record_feedback(theirs, "UGONE", -1)  # their vote on someone else's answer
-    memory = ExpertMemory(settings, store, lambda texts: embed(embedder, list(texts)),
-                          lambda text: embed(embedder, [text])[0], fingerprint="test")
+    memory = expert_memory_for(settings, store, lambda texts: embed(embedder, list(texts)),
+                               lambda text: embed(embedder, [text])[0], "test")
     memory.refresh(force=True)
     export = export_dataset(settings, store, settings.state_dir / "training" / "runs" / "r1" / "data")
     (settings.state_dir / "training" / "runs" / "r1" / "report.md").write_text(

@@ -43,3 +43,18 @@ def test_a_model_that_cannot_load_yet_is_a_warning_not_a_crash(caplog: pytest.Lo
     with caplog.at_level("WARNING", logger="bot.factory"):
         runtime_with(model).warm_up_domain()
     assert "domain model not ready at start" in caplog.text and "refused the connection" in caplog.text
+
+
+def test_closing_waits_for_a_model_still_loading_behind_the_prompt() -> None:
+    """Quitting the console mid-load used to end the process while torch still ran in the loading
+    thread, and the interpreter's shutdown aborted it (exit -6)."""
+    model = SlowModel()
+    runtime = runtime_with(model)
+    runtime.warm_up_domain(background=True)
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (runtime.close(), closed.set()))
+    closer.start()
+    assert not closed.wait(timeout=0.3), "close() returned while the model was still loading"
+    model.release.set()
+    assert closed.wait(timeout=10) and model.loaded.is_set()
+    closer.join()

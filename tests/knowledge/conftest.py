@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bot.config import Settings, load_settings
-from bot.indexing.knowledge_base import KnowledgeBase
+from bot.indexing.knowledge_base import KnowledgeBase, build_knowledge_base
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,7 +34,7 @@ def make_kb(settings_factory: Callable[..., Settings], embedder: Any) -> Iterato
 
     def make(folder: Path, **overrides: Any) -> KnowledgeBase:
         settings = settings_factory(**{"knowledge.dir": str(folder), **overrides})
-        kb = KnowledgeBase(settings, embedder)
+        kb = build_knowledge_base(settings, embedder)
         made.append(kb)
         return kb
 
@@ -44,13 +44,18 @@ def make_kb(settings_factory: Callable[..., Settings], embedder: Any) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def sample_kb(tmp_path_factory: pytest.TempPathFactory, embedder: Any) -> Iterator[KnowledgeBase]:
-    """The shipped sample knowledge base, indexed once for read-only tests in a module."""
+def sample_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Default settings over a copy of the shipped knowledge folder, in a folder of their own."""
     root = tmp_path_factory.mktemp("sample")
     shutil.copytree(REPO / "knowledge", root / "knowledge")
     (root / "config.toml").write_text("", encoding="utf-8")
-    settings = load_settings(root / "config.toml", env={})
-    kb = KnowledgeBase(settings, embedder)
+    return load_settings(root / "config.toml", env={})
+
+
+@pytest.fixture(scope="module")
+def sample_kb(sample_settings: Settings, embedder: Any) -> Iterator[KnowledgeBase]:
+    """The shipped sample knowledge base, indexed once for read-only tests in a module."""
+    kb = build_knowledge_base(sample_settings, embedder)
     kb.sync()
     yield kb
     kb.close()

@@ -17,7 +17,7 @@ KNOWLEDGE = Path(__file__).resolve().parents[2] / "knowledge"
 
 
 def first_line(sample_kb: KnowledgeBase, question: str) -> str:
-    return RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb).answer(question, CTX).text.split("\n")[0]
+    return RetrievalAnswerer(sample_kb.config, sample_kb).answer(question, CTX).text.split("\n")[0]
 
 
 def test_heat_pack_price_leads_with_the_three_fifty_sentence(sample_kb: KnowledgeBase) -> None:
@@ -33,7 +33,7 @@ def test_price_match_question_leads_with_the_refusal(sample_kb: KnowledgeBase) -
 
 
 def test_hawaii_shipping_cost_leads_with_the_zone_row_and_its_header(sample_kb: KnowledgeBase) -> None:
-    draft = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb).answer("How much does it cost to ship to Hawaii?", CTX)
+    draft = RetrievalAnswerer(sample_kb.config, sample_kb).answer("How much does it cost to ship to Hawaii?", CTX)
     assert draft.text.split("\n")[0] == (
         "Zone 3 · Where: Alaska, Hawaii, Puerto Rico · Delivery time: 3-5 business days · Cost: $24.95"
     )
@@ -50,20 +50,20 @@ def test_return_window_leads_with_the_thirty_days_sentence(sample_kb: KnowledgeB
 
 
 def test_a_condition_in_the_same_paragraph_is_kept(sample_kb: KnowledgeBase) -> None:
-    text = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb).answer("Is return shipping free?", CTX).text
+    text = RetrievalAnswerer(sample_kb.config, sample_kb).answer("Is return shipping free?", CTX).text
     assert "Return shipping is free when the item arrived defective or we sent the wrong item." in text
     assert "For any other reason we deduct $6.95 from your refund for the return label." in text
 
 
 def test_a_sentence_that_points_back_keeps_its_neighbour(sample_kb: KnowledgeBase) -> None:
-    text = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb).answer("Is there a warranty on live plants?", CTX).text
+    text = RetrievalAnswerer(sample_kb.config, sample_kb).answer("Is there a warranty on live plants?", CTX).text
     warranty = "This is our warranty for live plants; non-living items follow the returns policy."
     assert warranty in text
     assert "Every live plant we sell is guaranteed to arrive alive and healthy" in text.split(warranty)[0]
 
 
 def test_every_lead_is_policy_text_word_for_word(sample_kb: KnowledgeBase) -> None:
-    answerer = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb)
+    answerer = RetrievalAnswerer(sample_kb.config, sample_kb)
     policy = " ".join(" ".join(p.read_text(encoding="utf-8").split()) for p in KNOWLEDGE.glob("*.md"))
     for question in ("Can I cancel my order?", "Do you ship on weekends?", "How do I reset my password?"):
         draft = answerer.answer(question, CTX)
@@ -74,7 +74,7 @@ def test_every_lead_is_policy_text_word_for_word(sample_kb: KnowledgeBase) -> No
 
 
 def test_whole_chunk_quote_is_still_available_with_lead_off(sample_kb: KnowledgeBase) -> None:
-    config = sample_kb.settings.knowledge.model_copy(update={"lead_max_chars": 0})
+    config = sample_kb.config.model_copy(update={"lead_max_chars": 0})
     text = RetrievalAnswerer(config, sample_kb).answer("How much does it cost to ship to Hawaii?", CTX).text
     assert text.startswith("| Zone | Where | Delivery time | Cost |")
 
@@ -91,7 +91,7 @@ def test_a_section_just_under_the_threshold_can_still_give_the_lead(sample_kb: K
     (best, best_score), (table, table_score) = ((h.source.heading, h.score) for h in hits[:2])
     assert (best, table) == ("International shipping", "Shipping zones and delivery times")
     threshold = round((best_score + table_score) / 2, 4)
-    config = sample_kb.settings.knowledge.model_copy(update={"min_score": threshold})
+    config = sample_kb.config.model_copy(update={"min_score": threshold})
     draft = RetrievalAnswerer(config, sample_kb).answer(question, CTX)
     assert draft.text.split("\n")[0] == (
         "Zone: Canada · Where: All provinces · Delivery time: 4-7 business days · Cost: $29.95"

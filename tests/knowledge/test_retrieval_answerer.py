@@ -9,7 +9,7 @@ import pytest
 
 from bot.answerers.escalation import EscalationAnswerer
 from bot.answerers.retrieval import REFUSAL_TEXT, Phrasing, RetrievalAnswerer, grounding_problem
-from bot.config import KnowledgeConfig
+from bot.config import KnowledgeConfig, Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable, ConfigError
 from bot.indexing.knowledge_base import KnowledgeBase
@@ -32,7 +32,7 @@ class FakeGenerator:
 
 
 def knowledge_with(kb: KnowledgeBase, **changes: object) -> KnowledgeConfig:
-    return kb.settings.knowledge.model_copy(update=changes)
+    return kb.config.model_copy(update=changes)
 
 
 def phrasing(generator: FakeGenerator) -> Phrasing:
@@ -40,7 +40,7 @@ def phrasing(generator: FakeGenerator) -> Phrasing:
 
 
 def test_answer_quotes_the_policy_and_cites_its_source(sample_kb: KnowledgeBase) -> None:
-    draft = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb).answer("How long does delivery to Canada take?", CTX)
+    draft = RetrievalAnswerer(sample_kb.config, sample_kb).answer("How long does delivery to Canada take?", CTX)
     assert "4-7 business days" in draft.text
     source = draft.sources[0]
     assert (source.title, source.heading) == ("Shipping and delivery", "Shipping zones and delivery times")
@@ -51,7 +51,7 @@ def test_answer_quotes_the_policy_and_cites_its_source(sample_kb: KnowledgeBase)
 
 
 def test_quote_is_the_policy_text_itself(sample_kb: KnowledgeBase) -> None:
-    draft = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb).answer("Do gift cards expire?", CTX)
+    draft = RetrievalAnswerer(sample_kb.config, sample_kb).answer("Do gift cards expire?", CTX)
     assert "Gift cards never expire." in draft.text
     policy = (Path(__file__).resolve().parents[2] / "knowledge" / "gift-cards.html").read_text()
     assert "Gift cards never expire." in policy
@@ -67,19 +67,19 @@ def test_with_the_lead_off_long_chunks_are_cut_to_the_paragraphs_that_answer(sam
 
 
 def test_question_the_policies_do_not_cover_is_not_answered(sample_kb: KnowledgeBase) -> None:
-    answerer = RetrievalAnswerer(sample_kb.settings.knowledge, sample_kb)
+    answerer = RetrievalAnswerer(sample_kb.config, sample_kb)
     with pytest.raises(AnswererUnavailable, match=r"did not find an answer in the knowledge base \(best score 0\.\d\d < 0\.35\)"):
         answerer.answer("Who won the football world cup in 1998?", CTX)
     assert answerer.find("Who won the football world cup in 1998?") is None
     assert answerer.find("Can I change my shipping address?") is not None
 
 
-def test_low_score_escalates_to_a_person_through_the_pipeline(sample_kb: KnowledgeBase) -> None:
+def test_low_score_escalates_to_a_person_through_the_pipeline(sample_kb: KnowledgeBase, sample_settings: Settings) -> None:
     class RetrievalRouter:
         def decide(self, question: str) -> RouteDecision:
             return RouteDecision(route="retrieval", confidence=0.9, reason="policy question")
 
-    settings = sample_kb.settings
+    settings = sample_settings
     store = ConversationStore.open(settings.database_url)
     try:
         pipeline = Pipeline(settings, store, RetrievalRouter(), {
@@ -140,7 +140,7 @@ def test_answers_come_from_the_current_version_after_an_edit(
     policy.write_text("# Returns\n\nPots can be returned within 30 days of delivery.\n", encoding="utf-8")
     kb = make_kb(docs)
     kb.sync()
-    answerer = RetrievalAnswerer(kb.settings.knowledge, kb)
+    answerer = RetrievalAnswerer(kb.config, kb)
     assert "30 days" in answerer.answer("How long do I have to return a pot?", CTX).text
     policy.write_text("# Returns\n\nPots can be returned within 60 days of delivery.\n", encoding="utf-8")
     kb.sync()

@@ -13,6 +13,7 @@ import pytest
 
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.factory import expert_memory_for
 from bot.indexing.embedding import embed
 from bot.llm.backend import AdapterRef, GenerationParams, GenerationResult
 from bot.memory import ExpertMemory
@@ -82,8 +83,8 @@ def make_memory(embedder: Any) -> Callable[[Settings, ConversationStore], Expert
     made: list[ExpertMemory] = []
 
     def make(settings: Settings, store: ConversationStore) -> ExpertMemory:
-        memory = ExpertMemory(settings, store, lambda texts: embed(embedder, list(texts)),
-                              lambda text: embed(embedder, [text])[0], fingerprint="test-minilm")
+        memory = expert_memory_for(settings, store, lambda texts: embed(embedder, list(texts)),
+                                   lambda text: embed(embedder, [text])[0], "test-minilm")
         memory.refresh(force=True)
         made.append(memory)
         return memory

@@ -109,18 +109,28 @@ def test_a_new_topic_in_the_thread_is_routed_as_if_it_came_first(bot: Bot) -> No
     assert (latest.route, latest.standalone_question, latest.context_turn_id) == ("domain", "", None)
 
 
+def assert_read_alone(bot: Bot, why: str) -> None:
+    """"and how much is it?" was read on its own: no answerer saw it joined to the Hawaii question,
+    and the log shows no earlier turn. (Read alone it goes to a person, and the staff notice then
+    asks the policy answerer for a draft of the bare message, at a moment of its own: so the test
+    looks for the joined text, not at the whole list of questions the answerer saw.)"""
+    assert "Do you ship to Hawaii? and how much is it?" not in bot.policy.asked, why
+    latest = bot.store.recent_turns(1)[0]
+    assert (latest.route, latest.standalone_question, latest.context_turn_id) == ("escalate", "", None), why
+
+
 def test_a_new_mention_starts_a_new_conversation_and_a_dm_continues_the_last_one(bot: Bot) -> None:
     bot.send.event(mention("Do you ship to Hawaii?", ts="1710000200.000100"), event_id="Ev1")
     bot.answers(1)
     bot.send.event(mention("and how much is it?", ts="1710000300.000100"), event_id="Ev2")
     bot.answers(2)
-    assert bot.policy.asked == ["Do you ship to Hawaii?"], "another top-level mention is a conversation of its own"
+    assert_read_alone(bot, "another top-level mention is a conversation of its own")
 
     bot.send.event(message("Do you ship to Alaska?", ts="1710000400.000100"), event_id="Ev3")
     bot.answers(3)
     bot.send.event(message("and how much is it?", ts="1710000401.000100"), event_id="Ev4")
     bot.answers(4)
-    assert bot.policy.asked[-1] == "Do you ship to Alaska? and how much is it?", "a DM is one conversation"
+    assert "Do you ship to Alaska? and how much is it?" in bot.policy.asked, "a DM is one conversation"
 
 
 def test_staff_see_a_follow_up_as_typed_and_as_it_was_read() -> None:
@@ -164,8 +174,7 @@ def test_another_customers_question_in_the_same_thread_is_not_context(bot: Bot) 
     bot.send.event(message("and how much is it?", user="UOTHER", channel="CGENERAL", channel_type="channel",
                            ts="1710000601.000100", thread_ts=thread), event_id="Ev2")
     bot.answers(2)
-    assert bot.policy.asked == ["Do you ship to Hawaii?"], "UOTHER's message was not read with UCUST's question"
-    assert bot.store.recent_turns(1)[0].standalone_question == ""
+    assert_read_alone(bot, "UOTHER's message was not read with UCUST's question")
 
 
 def test_a_thank_you_is_not_read_as_the_last_question_again_and_a_long_one_is_cut() -> None:

@@ -13,9 +13,9 @@ from typing import Any
 from bot.answerers.domain_model import DomainAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
+from bot.factory import expert_memory_for
 from bot.indexing.embedding import embed
 from bot.interfaces import AskContext
-from bot.memory import ExpertMemory
 from bot.memory.grounding import GROUNDING_HEADER, Note
 from bot.registry import adapter_registry
 from tests.memory.conftest import SEED, RecordingBackend, write_seed
@@ -88,8 +88,8 @@ def test_the_training_prompt_is_the_prompt_the_domain_answerer_serves(
 ) -> None:
     seed = write_seed(tmp_path / "seed.jsonl", SEED)
     settings = settings_factory(**{"training.seed_dataset": str(seed)})
-    memory = ExpertMemory(settings, store, lambda texts: embed(embedder, list(texts)),
-                          lambda text: embed(embedder, [text])[0], fingerprint="test-minilm")
+    memory = expert_memory_for(settings, store, lambda texts: embed(embedder, list(texts)),
+                               lambda text: embed(embedder, [text])[0], "test-minilm")
     memory.refresh(force=True)
     backend = RecordingBackend()
     domain = DomainAnswerer(settings.domain, backend=lambda: backend, registry=adapter_registry(settings), memory=memory)
