@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from bot.answerers.domain_model import DomainAnswerer
     from bot.indexing.knowledge_base import KnowledgeBase
     from bot.memory import ExpertMemory
+    from bot.memory.index import EmbedQuery, EmbedTexts
     from bot.router import TopicRouter
     from training.background import SeedAdapterJob
 
@@ -197,8 +198,8 @@ def build_expert_memory(settings: Settings, store: ConversationStore, embedder: 
 
 
 def expert_memory_for(
-    settings: Settings, store: ConversationStore, embed_texts: Any, embed_query: Any, fingerprint: str
-) -> Any:
+    settings: Settings, store: ConversationStore, embed_texts: EmbedTexts, embed_query: EmbedQuery, fingerprint: str
+) -> ExpertMemory:
     """An expert memory as configured: the `[memory]` section, entries from `training.seed_dataset`,
     collections beside the knowledge base's (same Chroma, names from `knowledge.collection`)."""
     from bot.indexing.chroma_store import ChromaLocation

@@ -43,18 +43,17 @@ def build_zero_shot_model(config: RouterConfig, embedder: Any) -> TopicRouterMod
     topic_ids = np.array([[t.name for t in topics].index(e.topic) for e in examples])
     centroids = np.stack([vectors[topic_ids == i].mean(axis=0) for i in range(len(topics))])
     centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-    cfg = config
     return TopicRouterModel(
         topics=[t.name for t in topics],
         topic_routes=[t.route for t in topics],
-        lr_coef=centroids / cfg.zero_shot_temperature,
+        lr_coef=centroids / config.zero_shot_temperature,
         lr_intercept=np.zeros(len(topics)),
         example_embeddings=vectors,
         example_topics=topic_ids,
         example_weights=np.ones(len(examples), dtype=np.float32),
         example_texts=[e.text for e in examples],
-        k=cfg.k,
-        knn_temperature=cfg.knn_temperature,
+        k=config.k,
+        knn_temperature=config.knn_temperature,
         lr_weight=1.0,
         metadata={"zero_shot": True, "seed_fingerprint": fingerprint(examples)},
     )
