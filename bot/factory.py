@@ -7,7 +7,6 @@ here, once per process, so tests build their own pieces and nothing happens at i
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,18 +42,15 @@ class Runtime:
     _closers: list[Callable[[], None]] = field(default_factory=list)
     memory: ExpertMemory | None = None
     seed_training: SeedAdapterJob | None = None  # while a fresh install trains its first adapter
-    _warming: threading.Thread | None = None
 
-    def warm_up_domain(self, *, background: bool = False) -> None:
+    def warm_up_domain(self) -> None:
         """Load the domain model now, so the first customer does not wait minutes for it. An
         inference server that is still starting is not fatal: the model loads on the first
-        domain question, and until then those questions fall back. `background` loads it on a
-        daemon thread (the console: its prompt appears at once, and a person typing the first
-        question covers most of the load). `close()` waits for that thread."""
-        if background:
-            self._warming = threading.Thread(target=self.warm_up_domain, name="domain-warm-up", daemon=True)
-            self._warming.start()
-            return
+        domain question, and until then those questions fall back.
+
+        Never on a thread beside a channel that prints: llama-cpp-python silences its loader by
+        pointing file descriptors 1 and 2 at /dev/null for the whole process, so a console answer
+        printed meanwhile is lost (piped questions lost most of their answers that way)."""
         try:
             self.domain.warm_up()
         except AnswererUnavailable as exc:
@@ -62,11 +58,6 @@ class Runtime:
                         "and until then those questions fall back to retrieval or a person", exc)
 
     def close(self) -> None:
-        # A person who types "exit" while the model still loads must not leave torch working in
-        # a daemon thread as the interpreter shuts down: that aborts the process ("terminate
-        # called without an active exception", exit -6). The load takes seconds; wait for it.
-        if self._warming is not None:
-            self._warming.join()
         for closer in reversed(self._closers):
             try:
                 closer()

@@ -116,7 +116,7 @@ def run_console_chat(settings: Settings) -> None:
 
     with console.status("Loading models and the knowledge base..."):
         runtime = build_runtime(settings, watch=settings.knowledge.watch, train_seed_adapter=True)
-    runtime.warm_up_domain(background=True)
+        runtime.warm_up_domain()
     ctx = AskContext(channel="console", user=getpass.getuser(), conversation_key=uuid.uuid4().hex)
     if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 reach the pipeline, which replaces them
         sys.stdin.reconfigure(errors="surrogateescape")
