@@ -4,13 +4,16 @@ Search finds the right section; the customer still has to find the sentence. Thi
 every unit (sentence, list item, table row: `bot.answerers.policy_units`) of the best few
 sections with signals we already have, and returns the lead: the best units, each with the
 neighbour it cannot be read without and the conditions beside it, and which section each came
-from so it can be cited. Scores per unit:
+from so it can be cited. A "how do I" answer also keeps what follows its best step in the same
+paragraph or list, while it fits: the next step, or what happens then ("the link is valid for 1
+hour"). Scores per unit:
 
 - cosine between the question's vector (the one search already computed) and the unit's;
 - lexical coverage: the share of the question's content words (idf-weighted over the candidate
   units, so "hawaii" counts more than "ship") that the unit contains;
 - an answer-type match: "how much" wants a price, "how long" a duration, "do you / can I" a
-  statement that says no or names a limit;
+  statement that says no or names a limit, "how do I" a step (a path such as Account > Orders,
+  an address, or a sentence that starts with a verb);
 - the section's own search score, so a unit of a weak section needs to be much better to lead.
 
 The weights were tuned on bench/data/policy_tuning.jsonl, never on the evaluation set
@@ -56,12 +59,19 @@ _DURATION_QUESTION = re.compile(
 _COUNT_QUESTION = re.compile(r"\b(?:how many|minimum|maximum|how big|how large|what size)\b", re.I)
 _YES_NO_QUESTION = re.compile(
     r"^\s*(?:do|does|did|will|would|can|could|is|are|may|should|shall|have|has)\b", re.I)
+# "How do I …?" asks for the steps, wherever in the message it stands ("I forgot my password. How do I reset it?").
+_PROCEDURE_QUESTION = re.compile(
+    r"\b(?:how (?:do|can|should|would) (?:i|we)|what (?:do|should) (?:i|we) do|where (?:do|can) (?:i|we))\b", re.I)
 _PRICE = re.compile(r"[$€£]\s?\d|\d\s?%")
 _DURATION = re.compile(
     r"\b\d+(?:[-–]\d+)?\s*(?:business\s+)?(?:days?|hours?|weeks?|months?|years?|minutes?)\b|"
     r"\b(?:one|two|three|four|five|six|seven)\s+(?:business\s+)?(?:days?|hours?|weeks?|months?|years?)\b|"
     r"\b(?:until|within|never expire)\b", re.I)
 _NUMBER = re.compile(r"\d")
+# A step: a path through the site ("Account > Privacy"), an address, or a sentence that starts with a verb.
+_STEP = re.compile(
+    r"\w \s*>\s*\w|\b[a-z0-9-]+\.(?:example|com|org|net)/|^\s*(?:to [a-z ]+, )?(?:go|choose|select|use|open|click|"
+    r"apply|create|change|print|drop|send|start|sign|enter|email|call|contact|report|visit|follow|pick|pack)\b", re.I)
 _YES_NO = re.compile(
     r"\b(?:not|no|never|cannot|can't|don't|doesn't|only|except|unless|free|must)\b|n't\b", re.I)
 
@@ -88,11 +98,13 @@ def answer_types(question: str) -> frozenset[str]:
         kinds.add("count")
     if _YES_NO_QUESTION.match(question):
         kinds.add("yes_no")
+    if _PROCEDURE_QUESTION.search(question):
+        kinds.add("procedure")
     return frozenset(kinds)
 
 
 def matches_answer_type(text: str, kinds: frozenset[str]) -> bool:
-    checks = {"price": _PRICE, "duration": _DURATION, "count": _NUMBER, "yes_no": _YES_NO}
+    checks = {"price": _PRICE, "duration": _DURATION, "count": _NUMBER, "yes_no": _YES_NO, "procedure": _STEP}
     return any(checks[kind].search(text) for kind in kinds)
 
 
@@ -188,7 +200,9 @@ def _with_context(chosen: LeadUnit, units: list[PolicyUnit]) -> list[PolicyUnit]
     return [units[i] for i in [*before, chosen.unit.index, *after]]
 
 
-def choose_lead(scored: list[LeadUnit], max_chars: int, max_units: int) -> list[tuple[SearchHit, list[PolicyUnit]]]:
+def choose_lead(
+    scored: list[LeadUnit], max_chars: int, max_units: int, *, steps: bool = False
+) -> list[tuple[SearchHit, list[PolicyUnit]]]:
     """The lead as (section, its units in document order), best section first.
 
     Within a section the policy's own order is kept: it states the rule before its exception,
@@ -221,7 +235,24 @@ def choose_lead(scored: list[LeadUnit], max_chars: int, max_units: int) -> list[
         groups[cid] = (lead.hit, taken + needed)
         used += size
         chosen_count += 1
+    if steps:
+        _add_next_steps(scored[0], units_of[scored[0].hit.chunk_id], groups, max_chars - used)
     return [(hit, sorted(units, key=lambda u: u.index)) for hit, units in groups.values()]
+
+
+def _add_next_steps(
+    best: LeadUnit, units: list[PolicyUnit], groups: dict[str, tuple[SearchHit, list[PolicyUnit]]], room: int
+) -> None:
+    """After the best step of a procedure, what comes next in its paragraph or list (the next step,
+    "the link is valid for 1 hour"), while it fits: the first step alone leaves the customer halfway."""
+    hit, taken = groups[best.hit.chunk_id]
+    for unit in units[best.unit.index + 1 :]:
+        if unit.block != best.unit.block or len(unit.text) + 1 > room:
+            break
+        if all(unit.index != t.index for t in taken):
+            taken = [*taken, unit]
+            room -= len(unit.text) + 1
+    groups[best.hit.chunk_id] = (hit, taken)
 
 
 def render_lead(groups: list[tuple[SearchHit, list[PolicyUnit]]]) -> str:

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bot.answerers.lead import UNIT_CACHE_SIZE, UnitVectors, choose_lead, render_lead, score_units
+from bot.answerers.lead import (
+    UNIT_CACHE_SIZE,
+    UnitVectors,
+    answer_types,
+    choose_lead,
+    render_lead,
+    score_units,
+)
 from bot.answerers.policy_units import PolicyUnit, split_units
 from bot.config import KnowledgeConfig, Route
 from bot.errors import AnswererUnavailable, ConfigError
@@ -131,7 +138,8 @@ class RetrievalAnswerer:
         """The units that answer, grouped by section, best first (see `bot.answerers.lead`)."""
         candidates = hits[: self.config.lead_sections]
         scored = score_units(question, self.knowledge.embed_query(question), candidates, self._unit_vectors)
-        groups = choose_lead(scored, self.config.lead_max_chars, self.config.lead_max_units)
+        groups = choose_lead(scored, self.config.lead_max_chars, self.config.lead_max_units,
+                             steps="procedure" in answer_types(question))
         log.debug("lead for %r: %s", question, [(h.chunk_id, [u.index for u in units]) for h, units in groups])
         return groups
 

@@ -49,6 +49,12 @@ def test_return_window_leads_with_the_thirty_days_sentence(sample_kb: KnowledgeB
     assert "14 days" not in line
 
 
+def test_a_how_do_i_answer_goes_on_past_the_first_step(sample_kb: KnowledgeBase) -> None:
+    text = RetrievalAnswerer(sample_kb.config, sample_kb).answer("How can I turn on two-step sign-in?", CTX).text
+    assert text.startswith("You can turn on two-step sign-in in Account > Security.")
+    assert "we do not send sign-in codes by text message" in text  # what the customer will need next
+
+
 def test_a_condition_in_the_same_paragraph_is_kept(sample_kb: KnowledgeBase) -> None:
     text = RetrievalAnswerer(sample_kb.config, sample_kb).answer("Is return shipping free?", CTX).text
     assert "Return shipping is free when the item arrived defective or we sent the wrong item." in text

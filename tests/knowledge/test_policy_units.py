@@ -97,6 +97,17 @@ def test_answer_types_follow_the_question_words() -> None:
     assert not matches_answer_type("Prices include the pot.", frozenset({"price"}))
 
 
+def test_a_how_do_i_question_asks_for_steps_wherever_it_stands() -> None:
+    assert "procedure" in answer_types("I forgot my password. How do I reset it?")
+    assert "procedure" in answer_types("I have printed my return label. What do I do now?")
+    assert "procedure" not in answer_types("How long do I have to return an item?")
+    steps = frozenset({"procedure"})
+    assert matches_answer_type("Change your email address in Account > Profile.", steps)
+    assert matches_answer_type("Create one at rareroots.example/signup with your email address.", steps)
+    assert matches_answer_type("To close your account, go to Account > Privacy.", steps)
+    assert not matches_answer_type("The Greenhouse Club is our membership.", steps)
+
+
 def _hit(chunk_id: str, text: str, score: float) -> SearchHit:
     return SearchHit(chunk_id, text, score, score, 0.0, Source(title="Policy", path=f"{chunk_id}.md"))
 
@@ -125,6 +136,24 @@ def test_the_unit_that_answers_leads_and_its_conditions_follow() -> None:
     lead = render_lead(choose_lead(scored, max_chars=100, max_units=1))
     assert lead == ("Return shipping is free when the item arrived defective or we sent the wrong item. "
                     "For any other reason we deduct $6.95 from your refund for the return label.")
+
+
+RESET = ("To reset your password, choose Forgot password and follow the link we email you. "
+         "The link is valid for 1 hour. If the email does not arrive, check your spam folder.\n\n"
+         "We lock an account for 15 minutes after 5 failed sign-in attempts.")
+
+
+def test_a_procedure_keeps_what_comes_next_in_its_paragraph_while_it_fits() -> None:
+    encoder = BagOfWordsEncoder()
+    question = "How do I reset my password?"
+    scored = score_units(question, encoder([question])[0], [_hit("account", RESET, 0.6)], UnitVectors(encoder))
+    first = "To reset your password, choose Forgot password and follow the link we email you."
+    assert render_lead(choose_lead(scored, max_chars=100, max_units=1)) == first
+    assert render_lead(choose_lead(scored, max_chars=120, max_units=1, steps=True)) == (
+        first + " The link is valid for 1 hour.")  # the spam-folder sentence does not fit in 120
+    # The next paragraph is another matter, however much room is left.
+    assert render_lead(choose_lead(scored, max_chars=600, max_units=1, steps=True)) == (
+        first + " The link is valid for 1 hour. If the email does not arrive, check your spam folder.")
 
 
 def test_units_from_two_sections_are_each_kept_with_their_section(monkeypatch: pytest.MonkeyPatch) -> None:
