@@ -173,12 +173,21 @@ class ChromaCollection:
 
     def nearest(self, query: np.ndarray, n: int) -> list[tuple[str, float]]:
         """(chunk id, cosine similarity) of the n nearest stored chunks, any version."""
-        if n <= 0:
-            return []
-        result = self._collection.query(query_embeddings=[query], n_results=n, include=["distances"])
-        ids = result["ids"][0] if result["ids"] else []
-        distances = result["distances"][0] if result["distances"] else []
-        return [(chunk_id, 1.0 - float(d)) for chunk_id, d in zip(ids, distances, strict=False)]
+        return self.nearest_many([query], n)[0]
+
+    def nearest_many(self, queries: Sequence[np.ndarray], n: int) -> list[list[tuple[str, float]]]:
+        """`nearest` for many vectors in one call per page: router training asks for hundreds."""
+        if n <= 0 or not len(queries):
+            return [[] for _ in queries]
+        found: list[list[tuple[str, float]]] = []
+        for start in range(0, len(queries), self.max_batch):
+            page = list(queries[start : start + self.max_batch])
+            result = self._collection.query(query_embeddings=page, n_results=n, include=["distances"])
+            all_ids = result["ids"] or [[] for _ in page]
+            all_distances = result["distances"] or [[] for _ in page]
+            for ids, distances in zip(all_ids, all_distances, strict=True):
+                found.append([(chunk_id, 1.0 - float(d)) for chunk_id, d in zip(ids, distances, strict=False)])
+        return found
 
 
     def query(self, vector: np.ndarray, n: int) -> list[tuple[StoredChunk, float]]:

@@ -72,6 +72,9 @@ class KnowledgeBase:
     def search(self, query: str, k: int | None = None, *, lexical_weight: float | None = None) -> list[SearchHit]:
         return self.searcher.search(query, k, lexical_weight=lexical_weight)
 
+    def search_many(self, queries: list[str], k: int | None = None) -> list[list[SearchHit]]:
+        return self.searcher.search_many(queries, k)
+
     def embed_query(self, text: str) -> np.ndarray:
         return self.searcher.embed_query(text)
 

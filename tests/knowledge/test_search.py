@@ -64,6 +64,20 @@ def test_empty_query_returns_nothing(sample_kb: KnowledgeBase) -> None:
     assert sample_kb.search("   ") == []
 
 
+def test_a_batch_search_finds_what_each_search_finds(sample_kb: KnowledgeBase) -> None:
+    """Router training reads its knowledge signals for hundreds of questions in one batch; the
+    router serving them searches one at a time, so the two must agree."""
+    questions = ["How much is a heat pack?", "Do you ship to the UK?", "  ", "RR-ORC-1042",
+                 "Can I return a pot I don't like?", "What is the capital of France?"]
+    one_by_one = [sample_kb.search(q, k=3) for q in questions]
+    sample_kb.searcher.clear_caches()
+    batch = sample_kb.search_many(questions, k=3)
+    assert [[h.chunk_id for h in hits] for hits in batch] == [[h.chunk_id for h in hits] for hits in one_by_one]
+    assert [h.score for hits in batch for h in hits] == pytest.approx(
+        [h.score for hits in one_by_one for h in hits], abs=1e-3)
+    assert batch[2] == []
+
+
 def test_repeated_search_is_served_from_the_cache(sample_kb: KnowledgeBase, monkeypatch: pytest.MonkeyPatch) -> None:
     first = sample_kb.search("heat pack price for winter orders")
     calls: list[Any] = []

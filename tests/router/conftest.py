@@ -70,6 +70,9 @@ class FakeKnowledge:
         hit = any(word in question.lower() for word in self.POLICY_WORDS)
         return [FakeHit(0.82), FakeHit(0.41)][:k] if hit else [FakeHit(0.22), FakeHit(0.2)][:k]
 
+    def search_many(self, questions: list[str], k: int = 2) -> list[list[FakeHit]]:
+        return [self.search(question, k) for question in questions]
+
 
 @pytest.fixture
 def fake_kb() -> FakeKnowledge:
