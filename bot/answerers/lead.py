@@ -244,10 +244,13 @@ def _add_next_steps(
     best: LeadUnit, units: list[PolicyUnit], groups: dict[str, tuple[SearchHit, list[PolicyUnit]]], room: int
 ) -> None:
     """After the best step of a procedure, what comes next in its paragraph or list (the next step,
-    "the link is valid for 1 hour"), while it fits: the first step alone leaves the customer halfway."""
+    "the link is valid for 1 hour"), while it fits: the first step alone leaves the customer halfway.
+    A table's next row is another case, not a next step, so rows are never added."""
+    if best.unit.kind == "row":
+        return
     hit, taken = groups[best.hit.chunk_id]
     for unit in units[best.unit.index + 1 :]:
-        if unit.block != best.unit.block or len(unit.text) + 1 > room:
+        if unit.block != best.unit.block or unit.kind == "row" or len(unit.text) + 1 > room:
             break
         if all(unit.index != t.index for t in taken):
             taken = [*taken, unit]

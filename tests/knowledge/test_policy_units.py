@@ -156,6 +156,14 @@ def test_a_procedure_keeps_what_comes_next_in_its_paragraph_while_it_fits() -> N
         first + " The link is valid for 1 hour. If the email does not arrive, check your spam folder.")
 
 
+def test_a_procedure_never_runs_on_into_the_next_row_of_a_table() -> None:
+    encoder = BagOfWordsEncoder()
+    question = "How do I get plants delivered to Oregon, Washington or California?"
+    scored = score_units(question, encoder([question])[0], [_hit("zones", ZONES, 0.6)], UnitVectors(encoder))
+    lead_text = render_lead(choose_lead(scored, max_chars=600, max_units=1, steps=True))
+    assert lead_text == "Zone 1 · Where: Oregon, Washington, California · Delivery time: 1-2 business days · Cost: $7.95"
+
+
 def test_units_from_two_sections_are_each_kept_with_their_section(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(lead, "FURTHER_UNIT_MARGIN", 1.0)  # the mechanism, not the tuned margin
     encoder = BagOfWordsEncoder()
