@@ -96,7 +96,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings(app={"state_dir": Path(tmp)})
         store = ConversationStore.open(settings.database_url)
-        pipeline = Pipeline(settings, store, InstantRouter(),
+        pipeline = Pipeline.from_settings(settings, store, InstantRouter(),
                             {"retrieval": InstantAnswerer(), "escalate": EscalationAnswerer(settings.app.company_name)})
         rows = [row("`Pipeline.answer` called directly (baseline)",
                     timed(calls, lambda i: pipeline.answer("Do you ship to Canada?",

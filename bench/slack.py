@@ -114,7 +114,7 @@ def serve_variant(variant: str, state: str, api_url: str, model_s: float, ports:
     logging.basicConfig(level=logging.ERROR)
     settings = _settings(Path(state), api_url)
     store = ConversationStore.open(settings.database_url)
-    pipeline = Pipeline(settings, store, FixedRouter(),
+    pipeline = Pipeline.from_settings(settings, store, FixedRouter(),
                         {"domain": TimedAnswerer(model_s), "escalate": EscalationAnswerer(settings.app.company_name)})
     services = None
     if variant == "answer-before-ack":

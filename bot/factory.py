@@ -117,10 +117,12 @@ def build_runtime(
 
     metrics.watch_runtime(lambda: serving_versions(router, domain), knowledge)
     pipeline = Pipeline(
-        settings,
+        settings.router,
         store,
         router,
         {"domain": domain, "retrieval": retrieval, "escalate": EscalationAnswerer(settings.app.company_name)},
+        conversation=settings.conversation,
+        max_question_chars=settings.app.max_question_chars,
     )
     runtime = Runtime(settings, store, pipeline, knowledge, router, domain, closers, memory)
     if train_seed_adapter:

@@ -18,7 +18,7 @@ from dataclasses import replace
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from bot import metrics
-from bot.config import ROUTES, Route, Settings
+from bot.config import ROUTES, ConversationConfig, Route, RouterConfig, Settings
 from bot.conversation_log import ConversationStore
 from bot.errors import AnswererUnavailable, StoreError
 from bot.followups import FollowupResolver, Resolution
@@ -57,26 +57,42 @@ EMPTY_QUESTION_REPLY = "Ask me a question about our plants, shipping, returns or
 
 
 class Pipeline:
+    """Routes with `router`, applies the routing policy of `[router]` (per-route thresholds and
+    the fallback order), reads follow-ups with `[conversation]`, refuses questions longer than
+    `max_question_chars`, and logs every turn to `store`."""
+
     def __init__(
         self,
-        settings: Settings,
+        routing: RouterConfig,
         store: ConversationStore,
         router: Router,
         answerers: Mapping[str, Answerer],
+        *,
+        conversation: ConversationConfig,
+        max_question_chars: int,
     ) -> None:
         if "escalate" not in answerers:
             raise ValueError("the pipeline needs an 'escalate' answerer as the last resort")
-        self.settings = settings
+        self.routing = routing
+        self.max_question_chars = max_question_chars
         self.store = store
         self.router = router
         self.answerers = dict(answerers)
-        self.followups = FollowupResolver(settings.conversation, store, router.decide)
+        self.followups = FollowupResolver(conversation, store, router.decide)
         self._log_failures = 0  # consecutive failed turn writes: only the first gets a traceback
         self._log_failures_lock = threading.Lock()  # Slack answers on several threads at once
 
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, store: ConversationStore, router: Router, answerers: Mapping[str, Answerer]
+    ) -> Pipeline:
+        """The pipeline with the sections it reads taken from `settings`."""
+        return cls(settings.router, store, router, answerers, conversation=settings.conversation,
+                   max_question_chars=settings.app.max_question_chars)
+
     def route_order(self, decision: RouteDecision) -> tuple[list[Route], str]:
         """Routes to try, in order, and why the first choice was skipped (if it was)."""
-        cfg = self.settings.router
+        cfg = self.routing
         threshold = cfg.thresholds.get(decision.route, 0.0)
         order: list[Route] = []
         skipped = ""
@@ -107,7 +123,7 @@ class Pipeline:
         if not question:
             metrics.record_answer(ctx.channel, "escalate", "", time.perf_counter() - started, [], "empty", False)
             return Answer(text=EMPTY_QUESTION_REPLY, route="escalate", confidence=0.0, reason="empty question")
-        limit = self.settings.app.max_question_chars
+        limit = self.max_question_chars
         if len(question) > limit:
             return self._refuse_too_long(question, ctx, started)
         resolution = self._resolve(question, ctx)
@@ -176,7 +192,7 @@ class Pipeline:
 
     def _refuse_too_long(self, question: str, ctx: AskContext, started: float) -> Answer:
         """A fixed reply, without the router or any model; the turn is logged cut to the limit."""
-        limit = self.settings.app.max_question_chars
+        limit = self.max_question_chars
         answer = Answer(
             text=too_long_reply(len(question), limit),
             route="escalate",

@@ -124,7 +124,7 @@ def test_server_down_falls_back_to_escalation_in_the_pipeline(settings_factory, 
 
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     try:
-        pipeline = Pipeline(
+        pipeline = Pipeline.from_settings(
             settings,
             store,
             DomainRouter(),

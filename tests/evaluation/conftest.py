@@ -87,7 +87,7 @@ def scripted_pipeline(settings: Settings, store: ConversationStore, *, improved:
         q["return"]: ("Prices start at 12 EUR.", [Source(title="Pricing", path="knowledge/pricing.md")]),
         q["light"]: ("See our shipping policy.", [Source(title="Shipping", path="knowledge/shipping.md")]),
     }, "extractive")
-    return Pipeline(
+    return Pipeline.from_settings(
         settings,
         store,
         ScriptedRouter(routes, f"router-{version}"),

@@ -61,7 +61,7 @@ def test_a_conversation_test_set_reports_follow_ups_with_and_without_their_conve
     assert [i.id for i in items] == ["hawaii#1", "hawaii#2", "hawaii#3"]
     assert [p.message for p in problems] == ["'turns' must be a non-empty list of questions (objects)"]
 
-    pipeline = Pipeline(eval_settings, eval_store, KeywordRouter(),
+    pipeline = Pipeline.from_settings(eval_settings, eval_store, KeywordRouter(),
                         {"retrieval": Policy(), "domain": Care(), "escalate": EscalationAnswerer(eval_settings.app.company_name)})
     results = run_evaluation(pipeline, items)
     report = summarize(results, problems, testset=str(testset), created="2026-12-01T00:00:00+00:00",

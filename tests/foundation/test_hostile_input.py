@@ -50,7 +50,7 @@ class RecordingAnswerer:
 def recording_pipeline(settings: Settings, url: str | None = None) -> tuple[Pipeline, RecordingRouter, RecordingAnswerer]:
     router, retrieval = RecordingRouter(), RecordingAnswerer("retrieval")
     store = ConversationStore.open(url or settings.database_url)
-    pipeline = Pipeline(settings, store, router, {"retrieval": retrieval, "escalate": EscalationAnswerer(settings.app.company_name)})
+    pipeline = Pipeline.from_settings(settings, store, router, {"retrieval": retrieval, "escalate": EscalationAnswerer(settings.app.company_name)})
     return pipeline, router, retrieval
 
 

@@ -155,7 +155,7 @@ def test_store_open_names_an_unwritable_folder_not_the_url(tmp_path: Path) -> No
 
 
 def build_pipeline(settings: Settings) -> Pipeline:
-    return Pipeline(
+    return Pipeline.from_settings(
         settings,
         ConversationStore.open(settings.database_url),
         FixedRouter("retrieval", 0.9),

@@ -34,7 +34,7 @@ class CannedAnswerer:
 
 def build(settings: Settings, route: str, confidence: float, domain_text: str | None = "Water weekly.") -> Pipeline:
     store = ConversationStore.open(settings.database_url)
-    return Pipeline(
+    return Pipeline.from_settings(
         settings,
         store,
         FixedRouter(route, confidence),

@@ -139,7 +139,7 @@ class Domain:
 def test_erasure_while_the_bot_answers_loses_no_other_turn(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory()
     store = ConversationStore.open(settings.database_url)
-    pipeline = Pipeline(settings, store, Router(), {"domain": Domain(), "escalate": EscalationAnswerer(settings.app.company_name)})
+    pipeline = Pipeline.from_settings(settings, store, Router(), {"domain": Domain(), "escalate": EscalationAnswerer(settings.app.company_name)})
     for i in range(30):
         pipeline.answer(f"{MARKER} question {i}", AskContext(channel="slack", user="UGONE", conversation_key=f"g{i}"))
     answered: list[int] = []

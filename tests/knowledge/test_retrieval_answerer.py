@@ -82,7 +82,7 @@ def test_low_score_escalates_to_a_person_through_the_pipeline(sample_kb: Knowled
     settings = sample_settings
     store = ConversationStore.open(settings.database_url)
     try:
-        pipeline = Pipeline(settings, store, RetrievalRouter(), {
+        pipeline = Pipeline.from_settings(settings, store, RetrievalRouter(), {
             "retrieval": RetrievalAnswerer(settings.knowledge, sample_kb), "escalate": EscalationAnswerer(settings.app.company_name)})
         found = pipeline.answer("What does the Grower plan cost per month?")
         assert found.route == "retrieval" and "$9.99 per month" in found.text

@@ -55,7 +55,7 @@ class DomainBot:
         memory = make_memory(settings, store)
         backend = RecordingBackend()
         domain = DomainAnswerer(settings.domain, backend=lambda: backend, registry=adapter_registry(settings), memory=memory)
-        pipeline = Pipeline(settings, store, DomainRouter(), {"domain": domain, "escalate": EscalationAnswerer(settings.app.company_name)})
+        pipeline = Pipeline.from_settings(settings, store, DomainRouter(), {"domain": domain, "escalate": EscalationAnswerer(settings.app.company_name)})
         services = build_services(settings, pipeline, store, memory=memory)
         server = HttpSlackServer.from_settings(build_app(settings, pipeline, store, services=services), settings)
         server.start_in_thread()

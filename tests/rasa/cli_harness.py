@@ -20,7 +20,7 @@ from tests.rasa.conftest import CannedAnswerer, KeywordRouter
 def build_fake_runtime(settings: Settings, **_: Any) -> Runtime:
     store = open_store(settings)
     domain = CannedAnswerer("domain", "Keep Nepenthes humid and in bright, indirect light.")
-    pipeline = Pipeline(
+    pipeline = Pipeline.from_settings(
         settings,
         store,
         KeywordRouter(),

@@ -90,7 +90,7 @@ def rasa_settings(settings_factory: Callable[..., Settings]) -> Settings:
 def rasa_server(rasa_settings: Settings) -> Iterator[RasaHarness]:
     store = ConversationStore.open(rasa_settings.database_url)
     domain = CannedAnswerer("domain", "Water a Masdevallia every 2 to 3 days; never let it dry out.")
-    pipeline = Pipeline(
+    pipeline = Pipeline.from_settings(
         rasa_settings,
         store,
         KeywordRouter(),

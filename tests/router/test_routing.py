@@ -73,7 +73,7 @@ def test_off_topic_questions_are_escalated_not_answered(
     if trained:
         train_router(router_settings, embedder=cached_embedder, store=store)
     answerers = {r: RecordingAnswerer(r) for r in ("domain", "retrieval")}
-    pipeline = Pipeline(router_settings, store, TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder),
+    pipeline = Pipeline.from_settings(router_settings, store, TopicRouter(router_settings.router, router_registry(router_settings), embedder=cached_embedder),
                         {**answerers, "escalate": EscalationAnswerer(router_settings.app.company_name)})
     for question in OFF_TOPIC:
         answer = pipeline.answer(question)
@@ -100,7 +100,7 @@ def test_route_below_its_threshold_goes_to_escalation(
     })
     domain = RecordingAnswerer("domain")
     for settings, expected in ((router_settings, "domain"), (strict, "escalate")):
-        pipeline = Pipeline(settings, store, TopicRouter(settings.router, router_registry(settings), embedder=cached_embedder),
+        pipeline = Pipeline.from_settings(settings, store, TopicRouter(settings.router, router_registry(settings), embedder=cached_embedder),
                             {"domain": domain, "escalate": EscalationAnswerer(settings.app.company_name)})
         answer = pipeline.answer(question)
         assert answer.route == expected

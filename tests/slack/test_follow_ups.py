@@ -62,7 +62,7 @@ def bot(settings_factory: Callable[..., Settings], fake_slack: FakeSlack, tmp_pa
     )
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     policy, care = Recording("retrieval"), Recording("domain")
-    pipeline = Pipeline(settings, store, KeywordRouter(),
+    pipeline = Pipeline.from_settings(settings, store, KeywordRouter(),
                         {"retrieval": policy, "domain": care, "escalate": EscalationAnswerer(settings.app.company_name)})
     services = build_services(settings, pipeline, store)
     server = HttpSlackServer.from_settings(build_app(settings, pipeline, store, services=services), settings)

@@ -40,7 +40,7 @@ def test_slack_question_through_the_real_pipeline_is_logged_with_its_slack_messa
         **{"slack.api_base_url": fake_slack.url, "slack.http_host": "127.0.0.1", "slack.http_port": 0},
     )
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
-    pipeline = Pipeline(settings, store, ShippingRouter(),
+    pipeline = Pipeline.from_settings(settings, store, ShippingRouter(),
                         {"retrieval": PolicyAnswerer(), "escalate": EscalationAnswerer(settings.app.company_name)})
     services = build_services(settings, pipeline, store)
     server = HttpSlackServer.from_settings(build_app(settings, pipeline, store, services=services), settings)
@@ -88,7 +88,7 @@ def test_an_over_long_slack_question_reaches_no_model_not_even_for_the_staff_dra
     )
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     policy = CountingAnswerer()
-    pipeline = Pipeline(settings, store, ShippingRouter(), {"retrieval": policy, "escalate": EscalationAnswerer(settings.app.company_name)})
+    pipeline = Pipeline.from_settings(settings, store, ShippingRouter(), {"retrieval": policy, "escalate": EscalationAnswerer(settings.app.company_name)})
     services = build_services(settings, pipeline, store)
     server = HttpSlackServer.from_settings(build_app(settings, pipeline, store, services=services), settings)
     server.start_in_thread()

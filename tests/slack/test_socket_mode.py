@@ -32,7 +32,7 @@ def test_socket_mode_acks_answers_in_the_thread_and_survives_a_dropped_connectio
     )
     store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
     policy = Recording("retrieval")
-    pipeline = Pipeline(settings, store, KeywordRouter(),
+    pipeline = Pipeline.from_settings(settings, store, KeywordRouter(),
                         {"retrieval": policy, "domain": Recording("domain"), "escalate": EscalationAnswerer(settings.app.company_name)})
     services = build_services(settings, pipeline, store)
     app = build_app(settings, pipeline, store, services=services)
