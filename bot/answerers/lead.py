@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from bot.answerers.policy_units import PolicyUnit, split_units
+from bot.indexing.embedding import encode_by_length
 from bot.indexing.lexical import tokenize
 
 if TYPE_CHECKING:
@@ -133,13 +134,8 @@ class UnitVectors:
         with self._lock:
             found = {k: self._vectors[k] for k in keys if k in self._vectors}
         missing = list(dict.fromkeys(t for t, k in zip(texts, keys, strict=True) if k not in found))
-        # Similar lengths batched together: padding a table row to a long sentence's length wastes time.
-        missing.sort(key=len)
-        for start in range(0, len(missing), ENCODE_BATCH):
-            batch = missing[start : start + ENCODE_BATCH]
-            encoded = np.asarray(self._encode(batch), dtype=np.float32)
-            for text, vector in zip(batch, encoded, strict=True):
-                found[hashlib.sha1(text.encode()).hexdigest()] = vector
+        for text, vector in zip(missing, encode_by_length(self._encode, missing, ENCODE_BATCH), strict=True):
+            found[hashlib.sha1(text.encode()).hexdigest()] = vector
         with self._lock:
             for key in keys:
                 self._vectors[key] = found[key]

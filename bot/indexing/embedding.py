@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,17 @@ def embed(embedder: Any, texts: list[str], batch_size: int = 64) -> np.ndarray:
         show_progress_bar=False,
     )
     return np.asarray(vectors, dtype=np.float32).reshape(len(texts), -1)
+
+
+def encode_by_length(encode: Callable[[list[str]], Any], texts: list[str], batch_size: int) -> np.ndarray:
+    """`encode(texts)` in batches of similar length, rows back in the caller's order: padding a
+    short question to a long sentence's length wastes most of a batch's time."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    rows: dict[int, np.ndarray] = {}
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        rows.update(zip(batch, np.asarray(encode([texts[i] for i in batch]), dtype=np.float32), strict=True))
+    return np.stack([rows[i] for i in range(len(texts))]) if texts else np.zeros((0, 0), dtype=np.float32)
 
 
 def embedding_dimension(embedder: Any) -> int | None:
