@@ -37,7 +37,7 @@ def evaluate(
 ) -> None:
     """Run every test-set question through the full pipeline; write report.md, report.json and charts.
 
-    Reports route accuracy and the confusion matrix, answer quality per route (token F1, ROUGE-L, citation hits), escalations, degenerate answers and latency per route. Malformed lines are reported with their line number and skipped. Turns are logged with channel "eval".
+    Judges every answer right, wrong or handed off from the items' accept/reject keys and leads with the resolution rate (right answers among questions a bot should answer) and the wrong-answer rate (wrong among answers given), per route, per answer kind and for conversation turns, wrong answers listed first. Also reports route accuracy, token F1, ROUGE-L, citation hits, escalations, degenerate answers and latency per route. Malformed lines are reported with their line number and skipped. Turns are logged with channel "eval".
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -94,7 +94,18 @@ def evaluate(
     comparison = compare_reports(old_report, report, old_label=str(compare)) if old_report is not None else None
     written = write_report(report, out_dir, comparison)
 
-    routing, quality = report["routing"], report["quality"]["all"]
+    routing, quality, judged = report["routing"], report["quality"]["all"], report["judged"]["all"]
+    console.print(
+        f"resolution {_pct(judged['resolution_rate'])} ({judged['right_answers']} right of {judged['should_answer']} "
+        f"a bot should answer), wrong answers {judged['wrong']} of {judged['answered']} given "
+        f"({_pct(judged['wrong_rate'], 1)}), handed off {judged['handed_off']}"
+        + (f", unjudged {judged['unjudged']}" if judged["unjudged"] else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+    for route, row in report["judged"]["by_answering_route"].items():
+        console.print(f"  {route} answers: {row['answered']}, wrong {row['wrong']} ({_pct(row['wrong_rate'], 1)})",
+                      highlight=False, soft_wrap=True)
     console.print(
         f"{report['counts']['items']} questions: route accuracy {routing['accuracy']:.0%}, macro-F1 {routing['macro_f1']:.2f}, "
         f"escalated {report['escalation']['escalated']} (missed {report['escalation']['missed']}), "
@@ -112,7 +123,9 @@ def evaluate(
         console.print(
             f"{conv['conversations']} conversations: route accuracy first turns {_pct(first['route_accuracy'])}, "
             f"follow-ups {_pct(with_ctx['route_accuracy'])} with the conversation ({_pct(alone['route_accuracy'])} on "
-            f"their own); follow-up token F1 {_f(with_ctx['token_f1'])} ({_f(alone['token_f1'])} on their own)",
+            f"their own); resolution first turns {_pct(first.get('resolution_rate'))}, follow-ups "
+            f"{_pct(with_ctx.get('resolution_rate'))} ({_pct(alone.get('resolution_rate'))} on their own); follow-ups "
+            f"answered with the previous answer again: {with_ctx.get('repeated_previous', 0)}",
             highlight=False, soft_wrap=True,
         )
     if comparison is not None:
@@ -129,5 +142,5 @@ def _f(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.0%}"
+def _pct(value: float | None, decimals: int = 0) -> str:
+    return "–" if value is None else f"{value:.{decimals}%}"

@@ -1,4 +1,5 @@
-"""The Markdown report: the numbers a person decides on first, the failing questions after."""
+"""The Markdown report: the verdicts a person decides on first (resolution, wrong answers, each wrong
+answer), then the secondary figures, then the failing questions."""
 
 from __future__ import annotations
 
@@ -48,7 +49,10 @@ def render_markdown(report: dict[str, Any], charts: dict[str, str], comparison: 
         f"- model version(s): {', '.join(versions['model']) or '–'}; router version(s): "
         f"{', '.join(versions['router']) or '–'}",
         "",
-        "## Summary",
+        *render_judged(report.get("judged"), report["results"]),
+        "## Other figures",
+        "",
+        "Token F1 and ROUGE-L give a wordy wrong answer partial credit: read them after the verdicts above.",
         "",
         *_table(
             ["metric", "value"],
@@ -151,6 +155,74 @@ def render_markdown(report: dict[str, Any], charts: dict[str, str], comparison: 
     return "\n".join(out)
 
 
+def _pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1%}"
+
+
+def _tally_row(name: str, t: dict[str, Any]) -> list[Any]:
+    return [name, t["items"], t["should_answer"], t["right_answers"], t["wrong"], t["handed_off"],
+            _pct(t["resolution_rate"]), _pct(t["wrong_rate"])]
+
+
+TALLY_HEADER = ["", "questions", "should answer", "right answers", "wrong", "handed off", "resolution rate",
+                "wrong-answer rate"]
+
+
+def render_judged(judged: dict[str, Any] | None, results: list[dict[str, Any]]) -> list[str]:
+    """Resolution and wrong-answer rates first, then every wrong answer, as a support lead reads them."""
+    if not judged:
+        return []
+    overall = judged["all"]
+    out = [
+        "## Right, wrong or handed off",
+        "",
+        "*Resolution rate*: right answers among the questions a bot should answer (all but expected "
+        "escalations). *Wrong-answer rate*: wrong answers among the answers given; a bot answer to a "
+        "question that needed a person is a wrong answer. An answer is right when it states one of the "
+        "item's `accept` phrases and none of its `reject` phrases (docs/evaluation.md).",
+        "",
+        *_table(TALLY_HEADER, [
+            _tally_row("all", overall),
+            *[_tally_row(f"expected {route}", t) for route, t in judged["by_expected_route"].items()],
+        ]),
+        "",
+    ]
+    if overall["answerable"] != overall["should_answer"]:
+        out += [f"Of the {overall['should_answer']} questions a bot should answer, {overall['answerable']} are "
+                "answered by something published or written by staff (the rest are `answerable: false`, where a "
+                f"hand-off is the honest outcome): resolution among those {_pct(overall['resolution_answerable'])}.",
+                ""]
+    if overall["unjudged"]:
+        out += [f"{overall['unjudged']} answer(s) are unjudged: their items have no `accept`/`reject` keys.", ""]
+    if judged["by_kind"]:
+        out += [
+            "By the answerer that answered (route / kind):",
+            "",
+            *_table(["answered by", "answers", "right", "wrong", "unjudged", "wrong-answer rate"], [
+                [name, t["answered"], t["right"], t["wrong"], t["unjudged"], _pct(t["wrong_rate"])]
+                for name, t in judged["by_kind"].items()
+            ]),
+            "",
+        ]
+    wrong = [r for r in results if r.get("verdict") == "wrong"]
+    out += ["### Wrong answers", ""]
+    if not wrong:
+        out += ["None.", ""]
+    else:
+        out += _table(["id", "question", "answered by", "why", "answer"], [
+            [r["id"], _short(r["question"], 80), f"{r['route']}/{r.get('kind') or '-'}", r.get("why", ""),
+             _short(r["answer"], 160)]
+            for r in wrong
+        ]) + [""]
+    handed = [r for r in results if r.get("verdict") == "handed_off"]
+    if handed:
+        out += ["### Handed off (not resolved)", "", *_table(["id", "question", "why"], [
+            [r["id"], _short(r["question"], 80), _short(r.get("fallback_reason") or r.get("why", ""), 120)]
+            for r in handed[:MAX_LISTED_FAILURES]
+        ]), ""]
+    return out
+
+
 def render_conversations(conv: dict[str, Any] | None) -> list[str]:
     """First turns, and follow-ups with and without their conversation, from one run."""
     if not conv:
@@ -173,8 +245,11 @@ def render_conversations(conv: dict[str, Any] | None) -> list[str]:
         "earlier questions.",
         "",
         *_table(
-            ["turns", "questions", "route accuracy", "token F1", "ROUGE-L", "read with context"],
-            [[name, r["items"], r["route_accuracy"], r["token_f1"], r["rouge_l"], r["context_used"]] for name, r in rows],
+            ["turns", "questions", "resolution rate", "wrong-answer rate", "right", "wrong", "handed off",
+             "same answer as the turn before", "route accuracy", "token F1", "read with context"],
+            [[name, r["items"], _pct(r.get("resolution_rate")), _pct(r.get("wrong_rate")), r.get("right"),
+              r.get("wrong"), r.get("handed_off"), r.get("repeated_previous"), r["route_accuracy"], r["token_f1"],
+              r["context_used"]] for name, r in rows],
         ),
         "",
     ]

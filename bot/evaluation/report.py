@@ -15,10 +15,13 @@ from typing import Any
 
 from bot.config import ROUTES
 from bot.errors import BotError
+from bot.evaluation.judge import tally
 from bot.evaluation.metrics import DEGENERATE_NGRAM, percentile
 from bot.evaluation.runner import ALONE, ItemResult, LineProblem
 
-REPORT_FORMAT = "supportbot-eval/1"
+# 1 → 2: every result carries a verdict (right / wrong / handed_off), and the summary its tallies.
+REPORT_FORMAT = "supportbot-eval/2"
+READABLE_FORMATS = ("supportbot-eval/1", REPORT_FORMAT)
 F1_CHANGE_WORTH_LISTING = 0.2
 
 
@@ -80,6 +83,29 @@ def quality_summary(results: list[ItemResult]) -> dict[str, Any]:
     }
 
 
+def judged_summary(results: list[ItemResult]) -> dict[str, Any]:
+    """Right / wrong / handed off: overall, by the route the test set expects, by the route and kind
+    that answered, and for the turns of conversations."""
+    answered = [r for r in results if r.route != "escalate"]
+    by_answer = {
+        f"{r.route}/{r.kind or '-'}": tally([x for x in answered if x.route == r.route and x.kind == r.kind]).as_dict()
+        for r in answered
+    }
+    return {
+        "all": tally(results).as_dict(),
+        "by_expected_route": {
+            route: tally([r for r in results if r.expected_route == route]).as_dict()
+            for route in ROUTES if any(r.expected_route == route for r in results)
+        },
+        # Which answerer gave the wrong answers: the wrong rate of each route's (and kind's) answers.
+        "by_answering_route": {
+            route: tally([r for r in answered if r.route == route]).as_dict()
+            for route in ROUTES if route != "escalate" and any(r.route == route for r in answered)
+        },
+        "by_kind": dict(sorted(by_answer.items())),
+    }
+
+
 def latency_summary(latencies: list[float]) -> dict[str, Any]:
     if not latencies:
         return {"count": 0, "p50": None, "p95": None, "mean": None}
@@ -119,6 +145,7 @@ def summarize(
         },
         "counts": {"items": len(results), "skipped_lines": len(problems)},
         "skipped": [asdict(p) for p in problems],
+        "judged": judged_summary(results),
         "routing": routing_summary(results),
         "escalation": {
             "rate": _rate(len(escalated), len(results)),
@@ -167,9 +194,13 @@ def conversation_summary(results: list[ItemResult], alone: list[ItemResult]) -> 
     def row(rows: list[ItemResult]) -> dict[str, Any]:
         scored = [r.token_f1 for r in rows if r.token_f1 is not None]
         rouge = [r.rouge_l for r in rows if r.rouge_l is not None]
+        judged = tally(rows).as_dict()
         return {"items": len(rows), "route_accuracy": _rate(sum(r.route_correct for r in rows), len(rows)),
                 "token_f1": _mean(scored), "rouge_l": _mean(rouge),
-                "context_used": sum(bool(r.standalone_question) for r in rows)}
+                "context_used": sum(bool(r.standalone_question) for r in rows),
+                "resolution_rate": judged["resolution_rate"], "wrong_rate": judged["wrong_rate"],
+                "right": judged["right"], "wrong": judged["wrong"], "handed_off": judged["handed_off"],
+                "repeated_previous": sum(r.repeated_previous for r in rows)}
 
     in_conv = [r for r in results if r.conversation]
     firsts = [r for r in in_conv if r.turn == 0]
@@ -196,7 +227,7 @@ def load_report(path: Path) -> dict[str, Any]:
         raise ReportError(f"report not found: {path} (pass the report.json of an earlier run)") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ReportError(f"{path}: not JSON; pass the report.json, not the Markdown") from None
-    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in READABLE_FORMATS:
         raise ReportError(f"{path}: not a supportbot eval report ({REPORT_FORMAT}); pass the report.json of an earlier run")
     return data
 
@@ -205,6 +236,15 @@ def load_report(path: Path) -> dict[str, Any]:
 
 # (label, path into the summary, True when higher is better, None when neither is)
 COMPARED_METRICS: list[tuple[str, tuple[str, ...], bool | None]] = [
+    ("resolution rate", ("judged", "all", "resolution_rate"), True),
+    ("wrong-answer rate", ("judged", "all", "wrong_rate"), False),
+    ("right answers", ("judged", "all", "right_answers"), True),
+    ("wrong answers", ("judged", "all", "wrong"), False),
+    ("handed off", ("judged", "all", "handed_off"), None),
+    *[(f"resolution rate: {r}", ("judged", "by_expected_route", r, "resolution_rate"), True) for r in ROUTES
+      if r != "escalate"],
+    *[(f"wrong-answer rate: {r} answers", ("judged", "by_answering_route", r, "wrong_rate"), False) for r in ROUTES
+      if r != "escalate"],
     ("route accuracy", ("routing", "accuracy"), True),
     ("route macro-F1", ("routing", "macro_f1"), True),
     *[(f"route F1: {r}", ("routing", "per_route", r, "f1"), True) for r in ROUTES],
@@ -259,6 +299,8 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], old_label: str = "
         if before is None:
             continue
         notes = []
+        if before.get("verdict") and row.get("verdict") and before["verdict"] != row["verdict"]:
+            notes.append(f"{before['verdict']} → {row['verdict']}")
         if before["route"] != row["route"]:
             was = "right" if before["route"] == before["expected_route"] else "wrong"
             now = "right" if row["route"] == row["expected_route"] else "wrong"
@@ -271,7 +313,10 @@ def compare_reports(old: dict[str, Any], new: dict[str, Any], old_label: str = "
         if before.get("citation_hit") is not None and before.get("citation_hit") != row.get("citation_hit"):
             notes.append("now cites the expected source" if row.get("citation_hit") else "lost the expected source")
         if notes:
-            changes.append({"question": row["question"], "changes": notes})
+            changes.append({"question": row["question"], "changes": notes,
+                            "verdict": row.get("verdict", ""), "was": before.get("verdict", "")})
+    # What became wrong is what a reader must see first.
+    changes.sort(key=lambda c: (c["verdict"] != "wrong" or c["was"] == "wrong", c["verdict"] != "handed_off"))
     new_questions = {key(row) for row in new.get("results", [])}
     return {
         "old_label": old_label,

@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.config import ROUTES
 from bot.errors import BotError
+from bot.evaluation.judge import AnswerKey, judge_answer, parse_key
 from bot.evaluation.metrics import (
     DEGENERATE_NGRAM,
     DEGENERATE_THRESHOLD,
@@ -33,7 +34,8 @@ from bot.pipeline import Pipeline
 log = logging.getLogger(__name__)
 
 EVAL_CHANNEL = "eval"
-KNOWN_FIELDS = ("id", "question", "expected_route", "reference", "expected_source", "key_fact", "notes")
+KNOWN_FIELDS = ("id", "question", "expected_route", "reference", "expected_source", "key_fact", "accept", "reject",
+                "answerable", "notes")
 # A conversation line: {"id": ..., "turns": [{question, expected_route, ..., "depends": bool}, ...]}
 CONVERSATION_FIELDS = ("id", "turns", "notes")
 TURN_FIELDS = (*[f for f in KNOWN_FIELDS if f != "id"], "depends")
@@ -58,6 +60,7 @@ class EvalItem:
     conversation: str = ""  # the conversation a turn belongs to ("" for a single question)
     turn: int = 0  # 0 for the first (or only) question, 1.. for follow-ups
     depends: bool | None = None  # a follow-up that cannot be understood alone (test set's word)
+    key: AnswerKey = AnswerKey()  # what makes a given answer right or wrong (bot.evaluation.judge)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,10 @@ class ItemResult:
     depends: bool | None = None
     standalone_question: str = ""  # the follow-up as routed and answered, when context was used
     variant: str = ""  # "" as asked in its conversation; "alone": the same follow-up without it
+    verdict: str = "unjudged"  # right | wrong | handed_off | unjudged (bot.evaluation.judge)
+    why: str = ""  # the verdict's reason, in words
+    answerable: bool = True  # the test set's word: something published or written by staff answers it
+    repeated_previous: bool = False  # a follow-up answered with the text of the turn before it
 
     @property
     def route_correct(self) -> bool:
@@ -169,6 +176,7 @@ def parse_item(data: dict[str, Any], line: int) -> EvalItem:
     item_id = data.get("id", f"line-{line}")
     if not isinstance(item_id, str | int) or isinstance(item_id, bool):
         raise ValueError("'id' must be a string or a number")
+    key = parse_key(data)
     return EvalItem(
         line=line,
         id=str(item_id),
@@ -177,6 +185,7 @@ def parse_item(data: dict[str, Any], line: int) -> EvalItem:
         reference=reference.strip(),
         expected_sources=tuple(s.strip() for s in sources),
         key_facts=tuple(f.strip() for f in key_facts),
+        key=key,
     )
 
 
@@ -232,12 +241,12 @@ def evaluate_item(
     """One question through the pipeline; the turns of a conversation share its key, so a follow-up
     is read with them (`alone`: the same follow-up in a conversation of its own)."""
     if alone:
-        key = f"eval:{run_id}:alone:{item.id}"
+        conversation_key = f"eval:{run_id}:alone:{item.id}"
     elif item.conversation:
-        key = f"eval:{run_id}:conversation:{item.conversation}"
+        conversation_key = f"eval:{run_id}:conversation:{item.conversation}"
     else:
-        key = f"eval:{run_id}:question:{item.id}"
-    ctx = AskContext(channel=EVAL_CHANNEL, user="eval", conversation_key=key, event_id=item.id)
+        conversation_key = f"eval:{run_id}:question:{item.id}"
+    ctx = AskContext(channel=EVAL_CHANNEL, user="eval", conversation_key=conversation_key, event_id=item.id)
     started = time.perf_counter()
     answer = pipeline.answer(item.question, ctx)
     latency_ms = (time.perf_counter() - started) * 1000
@@ -269,7 +278,11 @@ def evaluate_item(
         depends=item.depends,
         standalone_question=answer.standalone_question,
         variant=ALONE if alone else "",
+        answerable=item.key.answerable,
     )
+    judgement = judge_answer(answer.text, handed_off=answer.route == "escalate", expected_route=item.expected_route,
+                             key=item.key, key_facts=item.key_facts, degenerate=degenerate)
+    result.verdict, result.why = judgement.verdict, judgement.why
     if item.reference:
         # A looping answer can share many words with the reference; it still failed the customer.
         result.token_f1 = 0.0 if degenerate else round(token_f1(answer.text, item.reference), 4)
@@ -298,7 +311,11 @@ def run_evaluation(
     follow_ups = [item for item in items if item.turn > 0]
     total = evaluation_size(items)
     for done, item in enumerate(items, start=1):
-        results.append(evaluate_item(pipeline, item, run_id, degenerate_threshold, degenerate_ngram))
+        result = evaluate_item(pipeline, item, run_id, degenerate_threshold, degenerate_ngram)
+        previous = results[-1] if results else None
+        if item.turn > 0 and previous is not None and previous.conversation == item.conversation:
+            result.repeated_previous = result.route != "escalate" and _same_text(result.answer, previous.answer)
+        results.append(result)
         if on_progress is not None:
             on_progress(done, total)
     for done, item in enumerate(follow_ups, start=len(items) + 1):
@@ -306,6 +323,10 @@ def run_evaluation(
         if on_progress is not None:
             on_progress(done, total)
     return results
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()).lower() == " ".join(b.split()).lower()
 
 
 def evaluation_size(items: list[EvalItem]) -> int:
