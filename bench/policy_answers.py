@@ -1,7 +1,6 @@
 """Policy answers that lead with the answer: the retrieval answerer before and after, in one run.
 
     .venv/bin/python -m bench.policy_answers            # figures → docs/benchmarks/policy.md
-    .venv/bin/python -m bench.policy_answers --tune     # grid over the lead weights, tuning set only
 
 The shipped sample knowledge base is indexed into a temporary state dir, and the retrieval
 answerer answers every retrieval question of data/testset.jsonl and of data/policy_testset.jsonl
@@ -13,15 +12,14 @@ knowledge base's search caches cleared, so each one embeds and searches its ques
 vectors of "after" are cached as when serving: pass 1 meets every section for the first time,
 pass 2 is the steady state. Scores come from the same metrics as `supportbot eval`.
 
-`--tune` scores weight combinations on bench/data/policy_tuning.jsonl only (never the
-evaluation sets) and prints the best; the chosen constants live in bot/answerers/lead.py.
+The lead's weights are fitted on the tuning sets by `bench.lead_weights` (never on the
+evaluation sets); they live in bot/answerers/lead.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
 import os
 import platform
 import shutil
@@ -41,7 +39,7 @@ SETS = {
     "data/policy_testset.jsonl": "policy test set (issue 18)",
     "bench/data/procedure_heldout.jsonl": "held-out \"how do I\" questions",
 }
-TUNING = "bench/data/policy_tuning.jsonl"
+
 
 
 def machine() -> str:
@@ -199,56 +197,8 @@ def run_compare(out: Path) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
-def run_tune() -> None:
-    """Grid over the lead constants on the tuning questions; prints the best few combinations."""
-    from bot.answerers import lead as lead_module
-    from bot.answerers.retrieval import RetrievalAnswerer
-    from bot.evaluation.metrics import states_key_fact, token_f1
-
-    with tempfile.TemporaryDirectory(prefix="bench-policy-tune-") as tmp:
-        settings, kb = build(Path(tmp))
-        answerer = RetrievalAnswerer(settings.knowledge, kb)
-        items = retrieval_items(TUNING)
-        prepared = []
-        for item in items:
-            hits = answerer._answerable(kb.search(item.question))  # noqa: SLF001
-            prepared.append((item, hits[: settings.knowledge.lead_sections], kb.embed_query(item.question)))
-        grid = {
-            "LEXICAL_WEIGHT": [0.0, 0.2, 0.35, 0.5, 0.8],
-            "ANSWER_TYPE_WEIGHT": [0.0, 0.05, 0.1, 0.15, 0.25],
-            "SECTION_WEIGHT": [0.0, 0.25, 0.5, 1.0],
-            "FURTHER_UNIT_MARGIN": [0.0, 0.04, 0.08, 0.15],
-        }
-        shipped = tuple(getattr(lead_module, name) for name in grid)
-        results = []
-        for values in itertools.product(*grid.values()):
-            for name, value in zip(grid, values, strict=True):
-                setattr(lead_module, name, value)
-            for max_chars in (200, 320, 450):
-                f1s, facts = [], []
-                for item, hits, vector in prepared:
-                    scored = lead_module.score_units(item.question, vector, hits, answerer._unit_vectors)  # noqa: SLF001
-                    text = lead_module.render_lead(
-                        lead_module.choose_lead(scored, max_chars, settings.knowledge.lead_max_units))
-                    f1s.append(token_f1(text, item.reference))
-                    facts.append(states_key_fact(text, item.key_facts))
-                results.append((fmean(f1s) + fmean(facts), fmean(f1s), fmean(facts), values, max_chars))
-        kb.close()
-    results.sort(key=lambda r: -r[0])
-    sys.stdout.write(f"{len(items)} tuning questions; {' '.join(grid)} lead_max_chars → F1, key fact first\n")
-    for total, f1, fact, values, max_chars in results[:15]:
-        sys.stdout.write(f"{values} {max_chars}: F1 {f1:.3f}, key fact {fact:.0%} (sum {total:.3f})\n")
-    for margin in grid["FURTHER_UNIT_MARGIN"]:
-        total, f1, fact, values, max_chars = next(r for r in results if r[3][3] == margin)
-        sys.stdout.write(f"best with margin {margin}: {values} {max_chars}: F1 {f1:.3f}, key fact {fact:.0%}\n")
-    for _total, f1, fact, values, max_chars in results:
-        if values == shipped:
-            sys.stdout.write(f"shipped constants {values} {max_chars}: F1 {f1:.3f}, key fact {fact:.0%}\n")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tune", action="store_true", help="grid over the lead weights on the tuning set")
     parser.add_argument("--out", type=Path, default=OUT, help="Markdown page to write (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="accepted for bench.run_all; this one is quick already")
     args = parser.parse_args()
@@ -256,10 +206,7 @@ def main() -> int:
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     sys.path.insert(0, str(REPO))
-    if args.tune:
-        run_tune()
-    else:
-        run_compare(args.out)
+    run_compare(args.out)
     return 0
 
 

@@ -27,6 +27,17 @@ class AnswererUnavailable(BotError):
     """
 
 
+class NoEvidence(AnswererUnavailable):
+    """Nothing the shop published or its staff wrote answers the question well enough.
+
+    Not a fault: the honest outcome is a hand-off that says "no checked answer yet", and `found`
+    tells staff what came closest (shown with the hand-off, never to the customer)."""
+
+    def __init__(self, message: str, found: str = "") -> None:
+        super().__init__(message)
+        self.found = found
+
+
 class StoreError(BotError):
     """The conversation log cannot be opened or migrated."""
 

@@ -15,6 +15,7 @@ from bot.config import Settings
 from bot.conversation_log import ConversationStore
 from bot.conversation_log.opening import open_store
 from bot.errors import AnswererUnavailable
+from bot.handoff import AnswerGate, load_calibration
 from bot.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -72,16 +73,18 @@ def build_runtime(
     store: ConversationStore | None = None,
     follow_labels: bool | None = None,
     train_seed_adapter: bool = False,
+    open_gate: bool = False,
 ) -> Runtime:
     """Check the state on disk, load models, sync the knowledge base and the expert memory, build
     router and answerers, assemble the pipeline. State problems surface first, as one line,
     before minutes of loading. `follow_labels` (default: `watch`) keeps the expert memory in step
     with staff labels saved while the process runs (Slack and Rasa servers). `train_seed_adapter`
     (the long-running `serve`, `chat` and `actions`) trains the seed adapter in the background on
-    a state dir that never trained (`training.seed_adapter_at_start`)."""
+    a state dir that never trained (`training.seed_adapter_at_start`). `open_gate` shows every
+    answer whatever its evidence: only `eval --calibrate`, which must see what each answerer says."""
     from bot.answerers.domain_model import build_domain_answerer
-    from bot.answerers.escalation import EscalationAnswerer
     from bot.answerers.retrieval import Phrasing, RetrievalAnswerer
+    from bot.glossary import load_glossary
     from bot.indexing.knowledge_base import build_knowledge_base
     from bot.model_assets import configure_torch_threads, force_offline, load_embedder
     from bot.router import build_router
@@ -104,10 +107,11 @@ def build_runtime(
         closers.append(memory.close)
         if watch if follow_labels is None else follow_labels:
             memory.start_watching()
-    domain = build_domain_answerer(settings, memory, knowledge)
+    glossary = load_glossary(settings.app.glossary_file)
+    domain = build_domain_answerer(settings, memory, knowledge, glossary)
     closers.append(domain.close)
     phrasing = Phrasing(domain.generator, settings.app.company_name, settings.domain.max_new_tokens)
-    retrieval = RetrievalAnswerer(settings.knowledge, knowledge, phrasing)
+    retrieval = RetrievalAnswerer(settings.knowledge, knowledge, phrasing, glossary)
     retrieval.warm_up()  # lead units embedded before the first customer asks (bot.answerers.lead)
     if settings.router.train_at_start:
         train_first_router(settings, embedder, store, knowledge)
@@ -120,9 +124,11 @@ def build_runtime(
         settings.router,
         store,
         router,
-        {"domain": domain, "retrieval": retrieval, "escalate": EscalationAnswerer(settings.app.company_name)},
+        {"domain": domain, "retrieval": retrieval, "escalate": escalation_answerer(settings)},
         conversation=settings.conversation,
         max_question_chars=settings.app.max_question_chars,
+        gate=AnswerGate.open() if open_gate else answer_gate(settings),
+        subjects=subject_finder(glossary, retrieval.names),
     )
     runtime = Runtime(settings, store, pipeline, knowledge, router, domain, closers, memory)
     if train_seed_adapter:
@@ -130,6 +136,43 @@ def build_runtime(
         if runtime.seed_training is not None:
             closers.append(runtime.seed_training.close)
     return runtime
+
+
+def answer_gate(settings: Settings) -> AnswerGate:
+    """The answer-or-hand-off thresholds for `answering.wrong_answer_budget`, from the calibration file."""
+    cfg = settings.answering
+    records = load_calibration(cfg.calibration_file) if cfg.calibration_file is not None else []
+    gate = AnswerGate.from_records(records, cfg.wrong_answer_budget, cfg.thresholds)
+    log.info("answer gate for a %.0f%% wrong-answer budget: %s", cfg.wrong_answer_budget * 100,
+             "; ".join(gate.describe()) or "no thresholds (no calibration)")
+    return gate
+
+
+def subject_finder(glossary: Any, knowledge_names: Callable[[], frozenset[str]]) -> Callable[[str], list[tuple[str, str]]]:
+    """What a message names, for reading follow-ups: glossary plants and places, and the knowledge
+    base's own names (plans, zones, products), each as (kind, name)."""
+    from bot.indexing.lexical import tokenize
+
+    def find(text: str) -> list[tuple[str, str]]:
+        # A group ("carnivorous plants") fills the same slot as a plant.
+        found = [("plant" if m.kind == "group" else m.kind, m.target if m.kind == "plant" else m.words)
+                 for m in glossary.mentions(text) if m.kind in ("plant", "group", "place")]
+        named = {w for _, name in found for w in tokenize(name)}
+        names = knowledge_names()
+        for word in text.replace("?", " ").split():
+            term = next(iter(tokenize(word)), "")
+            if term and term in names and term not in named:
+                found.append(("name", word.strip(".,!;:()\"'")))
+                named.add(term)
+        return found
+
+    return find
+
+
+def escalation_answerer(settings: Settings) -> Any:
+    from bot.answerers.escalation import EscalationAnswerer
+
+    return EscalationAnswerer(settings.app.company_name, settings.answering.no_answer_text, settings.answering.teams)
 
 
 def serving_versions(router: Any, domain: Any) -> dict[str, str]:

@@ -65,10 +65,21 @@ class Draft:
     sources: list[Source] = field(default_factory=list)
     confidence: float = 1.0
     model_version: str = ""
-    # How a domain answer was made: "verified" (an expert entry as written), "similar" (an entry's
-    # answer to a similar question, as written, framed as such), "grounded" (generated with expert
-    # entries in the prompt) or "generated" (the model alone); "" for other routes.
+    # How the answer was made. Domain: "verified" (an expert entry as written), "similar" (an
+    # entry's answer to a similar question, as written, framed as such), "excerpt" (the sentences
+    # of the nearest entries that answer it, each naming its entry), "grounded" (generated with
+    # expert entries in the prompt) or "generated" (the model alone). Retrieval: "policy" (quoted
+    # from knowledge/) or "policy_generated". Hand-offs: "escalation" (a person is needed) or
+    # "no_answer" (nothing checked answers it yet).
     kind: str = ""
+    # How strongly the evidence supports this answer, on the kind's own scale; the answer-or-hand-off
+    # decision (bot.handoff) compares it with the kind's threshold. None: not an evidence-based answer.
+    evidence: float | None = None
+    # What the answer rests on, in words for staff ("expert entry “…” 0.71"), shown with a hand-off.
+    found: str = ""
+    # Other answers to show, in order, if the answer-or-hand-off decision holds this one back
+    # (a similar answer's excerpt); each carries its own kind and evidence.
+    alternatives: tuple[Draft, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,10 +97,17 @@ class Answer:
     router_version: str = ""
     fallback_reason: str = ""
     kind: str = ""  # see Draft.kind
+    evidence: float | None = None  # see Draft.evidence
     # A follow-up read with its conversation: the question as routed and answered ("" when the
     # message stood alone) and the earlier turn it was read with (None: none, or a Rasa tracker).
     standalone_question: str = ""
     context_turn_id: int | None = None
+    # A hand-off for lack of evidence: what was found and why it was not enough, for staff only
+    # (Slack staff channel, App Home, the log); never shown to the customer.
+    handoff_note: str = ""
+    # Every draft the decision weighed, in order: {"route", "kind", "evidence", "text", "shown"}
+    # (the eval judges them all to calibrate the thresholds; never shown to the customer).
+    considered: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,14 +14,16 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from bot import metrics
 from bot.config import ROUTES, ConversationConfig, Route, RouterConfig, Settings
 from bot.conversation_log import ConversationStore
-from bot.errors import AnswererUnavailable, StoreError
-from bot.followups import FollowupResolver, Resolution
+from bot.errors import AnswererUnavailable, NoEvidence, StoreError
+from bot.followups import FollowupResolver, Resolution, SubjectFinder, no_subjects
+from bot.handoff import AnswerGate
 from bot.interfaces import Answer, Answerer, AskContext, Draft, PartialCallback, RouteDecision, Router
 from bot.masking import mask_secrets_in_text
 from bot.question_input import TOO_LONG_REASON, clean_context, clean_question, too_long_reply
@@ -29,6 +31,7 @@ from bot.question_input import TOO_LONG_REASON, clean_context, clean_question, t
 log = logging.getLogger(__name__)
 
 STAFF_DRAFT_ROUTES: tuple[Route, ...] = ("retrieval", "domain")
+FOLLOW_UP_SUFFIX = "@follow-up"
 
 
 def staff_draft(answerers: Mapping[str, Answerer], question: str, ctx: AskContext) -> str:
@@ -59,7 +62,8 @@ EMPTY_QUESTION_REPLY = "Ask me a question about our plants, shipping, returns or
 class Pipeline:
     """Routes with `router`, applies the routing policy of `[router]` (per-route thresholds and
     the fallback order), reads follow-ups with `[conversation]`, refuses questions longer than
-    `max_question_chars`, and logs every turn to `store`."""
+    `max_question_chars`, shows an answer only when `gate` finds its evidence enough (else hands
+    the question off as "no checked answer yet"), and logs every turn to `store`."""
 
     def __init__(
         self,
@@ -70,6 +74,8 @@ class Pipeline:
         *,
         conversation: ConversationConfig,
         max_question_chars: int,
+        gate: AnswerGate | None = None,
+        subjects: SubjectFinder = no_subjects,
     ) -> None:
         if "escalate" not in answerers:
             raise ValueError("the pipeline needs an 'escalate' answerer as the last resort")
@@ -78,17 +84,19 @@ class Pipeline:
         self.store = store
         self.router = router
         self.answerers = dict(answerers)
-        self.followups = FollowupResolver(conversation, store, router.decide)
+        self.gate = gate or AnswerGate()
+        self.followups = FollowupResolver(conversation, store, router.decide, subjects)
         self._log_failures = 0  # consecutive failed turn writes: only the first gets a traceback
         self._log_failures_lock = threading.Lock()  # Slack answers on several threads at once
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, store: ConversationStore, router: Router, answerers: Mapping[str, Answerer]
+        cls, settings: Settings, store: ConversationStore, router: Router, answerers: Mapping[str, Answerer],
+        gate: AnswerGate | None = None, subjects: SubjectFinder = no_subjects,
     ) -> Pipeline:
         """The pipeline with the sections it reads taken from `settings`."""
         return cls(settings.router, store, router, answerers, conversation=settings.conversation,
-                   max_question_chars=settings.app.max_question_chars)
+                   max_question_chars=settings.app.max_question_chars, gate=gate, subjects=subjects)
 
     def route_order(self, decision: RouteDecision) -> tuple[list[Route], str]:
         """Routes to try, in order, and why the first choice was skipped (if it was)."""
@@ -133,23 +141,48 @@ class Pipeline:
         skipped = [(decision.route, "low_confidence")] if fallback_reason else []
         draft: Draft | None = None
         route: Route = "escalate"
+        held_back: list[str] = []  # what the evidence-less routes found, and why it was not enough
+        considered: list[dict[str, Any]] = []  # every draft weighed, for staff and the eval
+        no_answer_route = ""
         for candidate in order:
             answerer = self.answerers.get(candidate)
             if answerer is None:
                 continue
             try:
-                draft = answerer.answer(asked, ctx, on_partial)
-                route = candidate
-                break
+                proposed = answerer.answer(asked, ctx, on_partial)
+            except NoEvidence as exc:
+                reasons.append(f"{candidate}: {exc}")
+                skipped.append((candidate, "no_evidence"))
+                held_back.append(f"{candidate}: {exc}" + (f"; closest: {exc.found}" if exc.found else ""))
+                no_answer_route = no_answer_route or candidate
+                log.info("no evidence route=%s event_id=%s reason=%s", candidate, ctx.event_id, exc)
+                continue
             except AnswererUnavailable as exc:
                 reasons.append(f"{candidate}: {exc}")
                 skipped.append((candidate, "unavailable"))
+                no_answer_route = no_answer_route or (candidate if candidate != "escalate" else "")
                 log.warning(
                     "answerer unavailable route=%s event_id=%s reason=%s", candidate, ctx.event_id, exc
                 )
+                continue
+            if candidate == "escalate":
+                draft, route = proposed, candidate
+                break
+            shown = self._first_shown(candidate, proposed, considered, held_back, ctx, resolution, question)
+            if shown is None:  # the one answer-or-hand-off decision: every draft too weak to show
+                reasons.append(f"{candidate}: {considered[-1]['why']}")
+                skipped.append((candidate, "no_evidence"))
+                no_answer_route = no_answer_route or candidate
+                continue
+            draft, route = shown, candidate
+            break
         if draft is None:  # the escalation answerer itself failed; never leave a customer empty
             draft = Draft(text="A person from our team will follow up here shortly.")
             route = "escalate"
+        if route == "escalate" and no_answer_route and decision.route != "escalate" and not fallback_reason:
+            no_answer = getattr(self.answerers["escalate"], "no_answer", None)
+            if no_answer is not None:
+                draft = no_answer(no_answer_route)
         # An answerer can only lower the router's confidence (an ungrounded model answer says less).
         confidence = min(decision.confidence, draft.confidence) if route == decision.route else draft.confidence
         answer = Answer(
@@ -165,6 +198,9 @@ class Pipeline:
             kind=draft.kind,
             standalone_question=resolution.standalone_question,
             context_turn_id=resolution.context_turn_id,
+            evidence=draft.evidence,
+            handoff_note="\n".join(held_back) if route == "escalate" else "",
+            considered=considered,
         )
         turn_id = self._log_turn(question, answer, ctx)
         metrics.record_answer(ctx.channel, route, draft.kind, time.perf_counter() - started, skipped,
@@ -179,6 +215,33 @@ class Pipeline:
             ctx.event_id,
         )
         return replace(answer, turn_id=turn_id)
+
+    def _first_shown(self, route: Route, proposed: Draft, considered: list[dict[str, Any]],
+                     held_back: list[str], ctx: AskContext, resolution: Resolution, message: str) -> Draft | None:
+        """The first of the answerer's drafts (its answer, then its alternatives) whose evidence is
+        enough to show, and which is not the previous turn's answer again to a message that asks
+        something new; the others are noted for staff. None when none is."""
+        drafts = (proposed, *proposed.alternatives)
+        # A follow-up read with its conversation is answered less reliably than a first question
+        # with the same evidence, so it has thresholds of its own ("policy@follow-up").
+        suffix = FOLLOW_UP_SUFFIX if resolution.used_context else ""
+        for position, draft in enumerate(drafts):
+            shortfall = self.gate.shortfall(route, draft.kind + suffix, draft.evidence)
+            if not shortfall and resolution.repeats_previous(message, draft.text):
+                shortfall = "it is the previous answer again, and the follow-up asks something new"
+            considered.append({"route": route, "kind": draft.kind + suffix, "evidence": draft.evidence,
+                               "text": draft.text, "shown": not shortfall, "why": shortfall})
+            if not shortfall:
+                # The rest were not needed; the eval still judges them, to calibrate their kinds.
+                considered.extend({"route": route, "kind": d.kind + suffix, "evidence": d.evidence, "text": d.text,
+                                   "shown": False, "why": "an earlier draft was shown"}
+                                  for d in drafts[position + 1:])
+                return replace(draft, alternatives=())
+            held_back.append(f"{route} would have said ({draft.kind}): {draft.text.strip()[:600]}"
+                             + (f" [{draft.found}]" if draft.found else "") + f"; {shortfall}")
+            log.info("answer held back route=%s kind=%s evidence=%s event_id=%s: %s", route, draft.kind,
+                     draft.evidence, ctx.event_id, shortfall)
+        return None
 
     def _resolve(self, question: str, ctx: AskContext) -> Resolution:
         """The message alone or read with its conversation; a log that cannot be read costs the

@@ -29,6 +29,26 @@ log = logging.getLogger(__name__)
 
 # --- model evaluation --------------------------------------------------------------------------
 
+# A generated answer is right when it covers this share of the reference's content words and
+# claims nothing the reference does not (bot.memory.faithfulness): what a reader with the staff's
+# answer beside it would accept. Measured on the bundled model, almost nothing passes.
+JUDGED_MIN_RECALL = 0.5
+
+
+def judge_against_reference(answer: str, question: str, reference: str) -> str:
+    """"right" or "wrong" for a generated answer to a held-out labelled question."""
+    from bot.glossary import Glossary
+    from bot.memory.faithfulness import unsupported_claims
+    from bot.memory.matching import _covered, content_words
+
+    wanted = content_words(reference)
+    said = content_words(answer)
+    recall = sum(_covered(word, said) for word in wanted) / len(wanted) if wanted else 0.0
+    if recall < JUDGED_MIN_RECALL or unsupported_claims(answer, question, [reference], Glossary.empty()):
+        return "wrong"
+    return "right"
+
+
 
 @dataclass
 class EvalResult:
@@ -42,6 +62,14 @@ class EvalResult:
     generated: int
     wall_s: float
     answers: list[dict[str, Any]] = field(default_factory=list)
+    # Judged like a customer reads them (`judge_against_reference`): right, or wrong.
+    judged_right: int = 0
+    judged_wrong: int = 0
+
+    @property
+    def judged_wrong_rate(self) -> float:
+        judged = self.judged_right + self.judged_wrong
+        return self.judged_wrong / judged if judged else 0.0
 
     def metric(self, name: str) -> float:
         return float(getattr(self, name))
@@ -55,6 +83,8 @@ class EvalResult:
             "degenerate_rate": round(self.degenerate_rate, 4),
             "loss_examples": self.loss_examples,
             "generated": self.generated,
+            "judged_right": self.judged_right,
+            "judged_wrong": self.judged_wrong,
         }
 
 
@@ -147,6 +177,7 @@ def evaluate_model(
             "degenerate": why,
             "token_f1": 0.0 if why else token_f1(text, ex.answer),
             "rouge_l": 0.0 if why else rouge_l(text, ex.answer),
+            "judged": "wrong" if why else judge_against_reference(text, ex.question, ex.answer),
         })
     n = len(rows)
     result = EvalResult(
@@ -160,10 +191,12 @@ def evaluate_model(
         generated=n,
         wall_s=time.perf_counter() - started,
         answers=rows,
+        judged_right=sum(r["judged"] == "right" for r in rows),
+        judged_wrong=sum(r["judged"] == "wrong" for r in rows),
     )
-    log.info("%s: perplexity %.2f, %s %.3f, degenerate %.0f%% (%d questions, %.0fs)",
+    log.info("%s: perplexity %.2f, %s %.3f, degenerate %.0f%%, judged %d right / %d wrong (%d questions, %.0fs)",
              name, result.perplexity, cfg.answer_metric, result.metric(cfg.answer_metric),
-             100 * result.degenerate_rate, n, result.wall_s)
+             100 * result.degenerate_rate, result.judged_right, result.judged_wrong, n, result.wall_s)
     return result
 
 

@@ -27,7 +27,9 @@ class GateDecision:
 
 
 def decide(candidate: EvalResult, reference: EvalResult, cfg: TrainingConfig) -> GateDecision:
-    """Promote only if perplexity, the answer metric and the degenerate rate all pass."""
+    """Promote only if perplexity, the answer metric, the degenerate rate and the judged
+    wrong-answer rate all pass. The judged figures are also what `supportbot model list` shows
+    when telling ops whether the model may answer customers on its own (domain.model_answers)."""
     failures: list[str] = []
     passes: list[str] = []
     if candidate.loss_examples == 0 or not math.isfinite(candidate.perplexity):
@@ -55,6 +57,14 @@ def decide(candidate: EvalResult, reference: EvalResult, cfg: TrainingConfig) ->
         passes.append(deg)
     else:
         failures.append(f"{deg} (must not rise)")
+
+    if candidate.generated:
+        judged = (f"judged answers {candidate.judged_right} right / {candidate.judged_wrong} wrong vs "
+                  f"{reference.judged_right} / {reference.judged_wrong}")
+        if candidate.judged_wrong_rate <= reference.judged_wrong_rate or candidate.judged_wrong <= reference.judged_wrong:
+            passes.append(judged)
+        else:
+            failures.append(f"{judged} (the wrong-answer rate must not rise)")
 
     if failures:
         return GateDecision(False, reference.name, failures + passes)

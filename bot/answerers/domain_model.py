@@ -18,16 +18,19 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bot import metrics
+from bot.answerers.lead import UnitVectors
 from bot.config import DomainConfig, Route, Settings
-from bot.errors import AnswererUnavailable, BotError
+from bot.errors import AnswererUnavailable, BotError, NoEvidence
+from bot.glossary import Glossary
 from bot.interfaces import AskContext, Draft, PartialCallback
 from bot.llm.backend import BASE_VERSION, AdapterRef, GenerationParams, GenerationResult, LoadedModel
 from bot.llm.contact_guard import ContactAllowlist, remove_invented_contacts
 from bot.llm.guard import GuardPolicy, clean_partial, finalize_answer, should_stop_early
 from bot.llm.selection import select_backend
-from bot.memory.framing import similar_answer_text
+from bot.memory.answers import best_excerpt, candidates, excerpt_draft, similar_draft
+from bot.memory.faithfulness import supported_share, unsupported_claims
 from bot.memory.grounding import grounded_messages
-from bot.memory.matching import is_similar_match, is_verified_match
+from bot.memory.matching import canonical_question, is_verified_match
 from bot.registry import ArtifactRegistry, adapter_registry
 
 if TYPE_CHECKING:
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 # A version that failed to load is tried again only after this long (a fixed file stays broken;
 # a server that was briefly down comes back).
 FAILED_LOAD_RETRY_S = 60.0
+MEMORY_CANDIDATES = 3  # entries each memory search returns for the similar answer and the excerpt
 
 
 class _CleanedPartial:
@@ -87,12 +91,15 @@ class DomainAnswerer:
         registry: ArtifactRegistry,
         memory: ExpertMemory | None = None,
         published: Callable[[], ContactAllowlist] | None = None,
+        glossary: Glossary | None = None,
     ) -> None:
         """`backend` is called once, on `warm_up()` or the first question: choosing one may probe
         files or a server, which construction must not. `memory` is None when `memory.enabled` is
         off; its own settings (`memory.cfg`) decide when an entry answers or grounds."""
         self.cfg = config
         self.memory = memory
+        self.glossary = glossary or Glossary.empty()
+        self._sentence_vectors = UnitVectors(memory.embed_texts) if memory is not None else None
         # Contact points the shop published (knowledge base); the answer's grounding entries are
         # added per question. None: nothing is published, so every link or phone is invented.
         self.published = published or (lambda: ContactAllowlist(frozenset()))
@@ -279,41 +286,72 @@ class DomainAnswerer:
         return model.version, model.generate(messages, params, on_text, stop_check)
 
     def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
-        """A verified answer when an expert entry asks the same thing; a similar answer when an
-        entry answers what the question describes; else the model's answer, grounded in the
-        nearest entries when there are any close enough."""
-        hits: list[MemoryHit] = []
+        """An expert entry's answer: as written when an entry asks the same thing (verified), framed
+        as the team's answer to a similar question (similar), or its sentences that answer the
+        question (excerpt), each with its evidence for the answer-or-hand-off decision. The model's
+        own words are proposed only when `domain.model_answers` allows them; with nothing to
+        propose, NoEvidence says what came closest."""
+        proposals: list[Draft] = []
+        excerpts: list[Draft] = []
         grounding: list[MemoryHit] = []
-        answer_chars = 0  # without a memory there are no entries to cut
+        closest = ""
         if self.memory is not None:
             mem = self.memory.cfg
-            found = self.memory.lookup(question, max(mem.ground_k, 1), k_answers=1 if mem.similar_threshold <= 1 else 0)
+            found = self.memory.lookup(question, max(mem.ground_k, MEMORY_CANDIDATES),
+                                       k_answers=MEMORY_CANDIDATES if mem.similar_threshold <= 1 else 0)
             hits = found.by_question
             if hits and is_verified_match(question, hits[0], mem.verified_threshold):
                 top = hits[0]
                 log.info("verified answer entry=%s similarity=%.3f event_id=%s", top.entry.entry_id,
                          top.similarity, ctx.event_id)
                 return Draft(text=top.entry.answer, confidence=round(top.similarity, 4), kind="verified",
-                             model_version=f"memory:{top.entry.entry_id}")
-            similar = found.by_answer[0] if found.by_answer else None
-            if similar is not None and is_similar_match(question, similar, mem.similar_threshold,
-                                                        self.memory.vocabulary):
-                log.info("similar answer entry=%s similarity=%.3f event_id=%s", similar.entry.entry_id,
-                         similar.similarity, ctx.event_id)
-                return Draft(text=similar_answer_text(similar.entry.question, similar.entry.answer), confidence=round(similar.similarity, 4),
-                             kind="similar", model_version=f"memory:{similar.entry.entry_id}")
+                             model_version=f"memory:{top.entry.entry_id}", evidence=round(top.similarity, 4),
+                             found=f"expert entry \u201c{top.entry.question}\u201d asks the same")
+            pool = candidates(question, found, self.glossary, self.memory.idf, self.memory.vocabulary)
+            if pool:
+                closest = pool[0].hit.entry.question
+                if pool[0].answer_similarity >= mem.similar_threshold:
+                    proposals.append(similar_draft(pool[0]))
+                assert self._sentence_vectors is not None
+                excerpt = best_excerpt(question, self.memory.embed_query(canonical_question(question)), pool,
+                                       self._sentence_vectors)
+                if excerpt is not None:
+                    excerpts.append(excerpt_draft(excerpt))
+            elif found.by_answer or hits:
+                nearest = (found.by_answer or hits)[0].entry.question
+                closest = f"{nearest} (about another plant or topic)"
             grounding = [hit for hit in hits[: mem.ground_k] if hit.similarity >= mem.ground_min_similarity]
-            if not grounding and mem.ungrounded == "fallback":
-                raise AnswererUnavailable(
-                    "no expert entry is similar enough to ground an answer (memory.ungrounded = 'fallback')"
-                )
-            answer_chars = mem.ground_answer_chars
+        # The staff's words as written first; then the model's (when it may speak), which streams only
+        # when nothing comes before it; the sentences of an entry last.
+        if self.cfg.model_answers != "never" and (grounding or self.memory is None or
+                                                  self.memory.cfg.ungrounded == "answer"):
+            try:
+                proposals.append(self._generated(question, grounding, ctx, None if proposals else on_partial))
+            except AnswererUnavailable as exc:
+                if not proposals and not excerpts:
+                    raise
+                log.info("generated domain answer dropped (%s); the memory's answers remain", exc)
+        proposals += excerpts
+        if not proposals:
+            raise NoEvidence("no expert entry answers this question yet",
+                             found=f"nearest expert entry: \u201c{closest}\u201d" if closest else "no expert entry")
+        first, *rest = proposals
+        return dataclasses.replace(first, alternatives=tuple(rest))
+
+    def _generated(self, question: str, grounding: list[MemoryHit], ctx: AskContext,
+                   on_partial: PartialCallback | None) -> Draft:
+        """The model's answer (grounded in the nearest entries when any are close enough), cleaned
+        by the guard; with `model_answers = "checked"`, refused unless the entries support it."""
+        answer_chars = self.memory.cfg.ground_answer_chars if self.memory is not None else 0
         messages = grounded_messages(self.cfg.system_prompt, question, grounding, answer_chars)
         allowed = (
             self.published().with_texts([h.entry.answer for h in grounding] + [self.cfg.system_prompt])
             if self.cfg.guard.contact_points
             else None
         )
+        checked = self.cfg.model_answers == "checked"
+        if checked:
+            on_partial = None  # an unchecked answer must never reach the customer, even in part
         if on_partial is not None and allowed is not None:
             on_partial = _without_invented_contacts(on_partial, allowed)
         version, result = self.run_generation(messages, self.params(), self.policy, on_partial)
@@ -344,8 +382,16 @@ class DomainAnswerer:
             result.first_token_s,
         )
         kind = "grounded" if grounding else "generated"
-        confidence = 1.0 if grounding or self.memory is None else mem.ungrounded_max_confidence
-        return Draft(text=text, model_version=version, kind=kind, confidence=confidence)
+        support = supported_share(text, question, [h.entry.answer for h in grounding], self.glossary)
+        if checked:
+            problem = unsupported_claims(text, question, [h.entry.answer for h in grounding], self.glossary)
+            if problem:
+                metrics.GUARDED.labels(what="unsupported").inc()
+                raise AnswererUnavailable(f"generated answer not supported by the expert entries ({problem})")
+        capped = self.memory is not None and not grounding
+        confidence = self.memory.cfg.ungrounded_max_confidence if capped and self.memory is not None else 1.0
+        return Draft(text=text, model_version=version, kind=kind, confidence=confidence, evidence=support,
+                     found=f"the model's answer, {support:.0%} of its words in the entries")
 
 
 class DomainTextGenerator:
@@ -372,7 +418,8 @@ class DomainTextGenerator:
 
 
 def build_domain_answerer(
-    settings: Settings, memory: ExpertMemory | None = None, knowledge: KnowledgeBase | None = None
+    settings: Settings, memory: ExpertMemory | None = None, knowledge: KnowledgeBase | None = None,
+    glossary: Glossary | None = None,
 ) -> DomainAnswerer:
     """Cheap: the backend is chosen and the model loaded on `warm_up()` or the first question."""
     return DomainAnswerer(
@@ -381,6 +428,7 @@ def build_domain_answerer(
         registry=adapter_registry(settings),
         memory=memory if settings.memory.enabled else None,
         published=published_contacts(knowledge) if knowledge is not None else None,
+        glossary=glossary,
     )
 
 

@@ -26,24 +26,31 @@ import numpy as np
 from bot.answerers.lead import (
     UNIT_CACHE_SIZE,
     UnitVectors,
+    answer_evidence,
     answer_types,
     choose_lead,
+    knowledge_names,
     render_lead,
     score_units,
 )
 from bot.answerers.policy_units import PolicyUnit, split_units
 from bot.config import KnowledgeConfig, Route
-from bot.errors import AnswererUnavailable, ConfigError
+from bot.errors import AnswererUnavailable, ConfigError, NoEvidence
+from bot.glossary import Glossary
 from bot.indexing.embedding import limited_torch_threads
 from bot.indexing.lexical import tokenize
 from bot.interfaces import AskContext, Draft, PartialCallback, Source, TextGenerator
 
 if TYPE_CHECKING:
+    from bot.answerers.lead import LeadUnit
     from bot.indexing.knowledge_base import KnowledgeBase, SearchHit
 
 log = logging.getLogger(__name__)
 
 REFUSAL_TEXT = "I couldn't find that in our policies."
+EXPAND_PLACES = True
+EXPAND_SYNONYMS = True
+PROCEDURE_EXTRA_SECTIONS = 2
 CONTEXT_CHUNKS = 3  # chunks shown to the LLM in generative mode when the lead is off
 # A number with its currency sign or percent: "$5" is a different fact from "5 days".
 _NUMBER = re.compile(r"[$€£]?\s?\d+(?:[.,]\d+)*%?")
@@ -72,12 +79,16 @@ class Phrasing:
 class RetrievalAnswerer:
     route: Route = "retrieval"
 
-    def __init__(self, config: KnowledgeConfig, knowledge: KnowledgeBase, phrasing: Phrasing | None = None) -> None:
+    def __init__(self, config: KnowledgeConfig, knowledge: KnowledgeBase, phrasing: Phrasing | None = None,
+                 glossary: Glossary | None = None) -> None:
         self.config = config
         self.knowledge = knowledge
         self.phrasing = phrasing
+        self.glossary = glossary or Glossary.empty()
         self._unit_encoder: Any = None
         self._unit_vectors = UnitVectors(self._encode_units)
+        self._names: tuple[int, frozenset[str]] = (-1, frozenset())  # (index generation, its names)
+        self._text: tuple[int, str] = (-1, "")
         if self.config.answer_mode == "generative" and phrasing is None:
             raise ConfigError(
                 "knowledge.answer_mode: 'generative' needs the domain model to phrase answers, but none "
@@ -86,17 +97,42 @@ class RetrievalAnswerer:
 
     def find(self, question: str) -> Draft | None:
         """An extractive answer, or None when the knowledge base has nothing relevant enough."""
+        question = self.with_places(question)
         hits = self._answerable(self.knowledge.search(question))
         return self._extractive(question, hits) if hits else None
 
+    def with_places(self, question: str) -> str:
+        """The question with the regions its places lie in, as the policy names them: "…to Montreal?
+        (Quebec, Canada)", and the policy's words for what it says otherwise ("send back": return).
+        A small embedder does not know that Montreal is in Canada; the policy only says Canada, so
+        without this the zone table's Canada row is never found."""
+        if not EXPAND_PLACES:
+            return question
+        text = self.indexed_text()
+        terms = [t for t in self.glossary.place_terms(question, lambda name: name.lower() in text)
+                 if t.lower() not in question.lower()]
+        if EXPAND_SYNONYMS:
+            terms += [t for t in self.glossary.synonym_terms(question) if t not in terms]
+        return f"{question} ({', '.join(terms)})" if terms else question
+
+    def indexed_text(self) -> str:
+        """Everything indexed, lower-cased, to know which place names the policy uses (per index version)."""
+        generation = self.knowledge.generation
+        if self._text[0] != generation:
+            self._text = (generation, "\n".join(self.knowledge.chunk_texts()).lower())
+        return self._text[1]
+
     def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
+        question = self.with_places(question)
         found = self.knowledge.search(question)
         hits = self._answerable(found)
         if not hits:
             best_score = found[0].score if found else 0.0
-            raise AnswererUnavailable(
+            closest = (f"{found[0].source.title} > {found[0].source.heading} ({best_score:.2f})"
+                       if found else "nothing indexed")
+            raise NoEvidence(
                 f"did not find an answer in the knowledge base (best score {best_score:.2f} < "
-                f"{self.config.min_score:.2f})"
+                f"{self.config.min_score:.2f})", found=closest,
             )
         if self.config.answer_mode == "generative":
             # Not streamed: an ungrounded answer must never reach the customer, even in part.
@@ -118,7 +154,8 @@ class RetrievalAnswerer:
     # ---- extractive ------------------------------------------------------------------------
 
     def _extractive(self, question: str, hits: list[SearchHit]) -> Draft:
-        groups = self.lead(question, hits) if self.config.lead_max_chars else []
+        scored = self.scored_units(question, hits) if self.config.lead_max_chars else []
+        groups = self.lead(question, hits, scored) if scored else []
         if not groups:  # lead off, or a section with nothing but a title: quote the best chunk
             best = hits[0]
             return Draft(
@@ -126,18 +163,43 @@ class RetrievalAnswerer:
                 sources=[best.source],
                 confidence=round(best.score, 4),
                 model_version="retrieval:extractive",
+                kind="policy",
+                evidence=round(best.score, 4),
+                found=f"{best.source.title} > {best.source.heading} (search score {best.score:.2f})",
             )
+        lead = scored[0]
         return Draft(
             text=render_lead(groups),
             sources=[self._cited(hit, units) for hit, units in groups],
             confidence=round(hits[0].score, 4),
             model_version="retrieval:extractive",
+            kind="policy",
+            evidence=answer_evidence(question, scored, hits),
+            found=f"{lead.hit.source.title} > {lead.hit.source.heading}: \u201c{lead.unit.text[:160]}\u201d "
+                  f"(lead score {lead.score:.2f})",
         )
 
-    def lead(self, question: str, hits: list[SearchHit]) -> list[tuple[SearchHit, list[PolicyUnit]]]:
+    def names(self) -> frozenset[str]:
+        """The knowledge base's names (plans, places, products), recomputed when it re-indexes."""
+        generation = self.knowledge.generation
+        if self._names[0] != generation:
+            self._names = (generation, knowledge_names(self.knowledge.chunk_texts()))
+        return self._names[1]
+
+    def scored_units(self, question: str, hits: list[SearchHit]) -> list[LeadUnit]:
+        # The steps of a procedure often sit in a section of their own that ranks below the one that
+        # says what may be done ("How to start a return" under "What you can return"): look further.
+        extra = PROCEDURE_EXTRA_SECTIONS if "procedure" in answer_types(question) else 0
+        candidates = hits[: self.config.lead_sections + extra]
+        # "send back" was said for "return": the lead looks for the policy's word, not the customer's.
+        said_otherwise = {w for phrase in self.glossary.synonyms_in(question).values() for w in tokenize(phrase)}
+        return score_units(question, self.knowledge.embed_query(question), candidates, self._unit_vectors,
+                           names=self.names(), said_otherwise=said_otherwise if EXPAND_SYNONYMS else set())
+
+    def lead(self, question: str, hits: list[SearchHit],
+             scored: list[LeadUnit] | None = None) -> list[tuple[SearchHit, list[PolicyUnit]]]:
         """The units that answer, grouped by section, best first (see `bot.answerers.lead`)."""
-        candidates = hits[: self.config.lead_sections]
-        scored = score_units(question, self.knowledge.embed_query(question), candidates, self._unit_vectors)
+        scored = self.scored_units(question, hits) if scored is None else scored
         groups = choose_lead(scored, self.config.lead_max_chars, self.config.lead_max_units,
                              steps="procedure" in answer_types(question))
         log.debug("lead for %r: %s", question, [(h.chunk_id, [u.index for u in units]) for h, units in groups])

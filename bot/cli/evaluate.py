@@ -25,6 +25,11 @@ def evaluate(
     compare: Annotated[
         Path | None, typer.Option("--compare", help="report.json of an earlier run to compare with.")
     ] = None,
+    calibrate: Annotated[
+        Path | None,
+        typer.Option("--calibrate", help="Answer with the answer-or-hand-off decision open, judge every draft, and "
+                     "write each one's kind, evidence and verdict to this file (answering.calibration_file reads it)."),
+    ] = None,
     degenerate_threshold: Annotated[
         float | None,
         typer.Option(
@@ -58,7 +63,7 @@ def evaluate(
     out_dir = out or settings.state_dir / "eval" / created.strftime("%Y%m%d-%H%M%S")
 
     with console.status("Loading models and the knowledge base..."):
-        runtime = build_runtime(settings, watch=False)
+        runtime = build_runtime(settings, watch=False, open_gate=calibrate is not None)
         runtime.warm_up_domain()  # as Slack and Rasa do: no question's latency includes loading the model
     # While the bar runs it is the output: per-answer INFO lines would bury it (-v keeps them).
     bot_log = logging.getLogger("bot")
@@ -93,6 +98,8 @@ def evaluate(
     )
     comparison = compare_reports(old_report, report, old_label=str(compare)) if old_report is not None else None
     written = write_report(report, out_dir, comparison)
+    if calibrate is not None:
+        _write_calibration(calibrate, results, testset, created, settings.answering.wrong_answer_budget)
 
     routing, quality, judged = report["routing"], report["quality"]["all"], report["judged"]["all"]
     console.print(
@@ -136,6 +143,16 @@ def evaluate(
     if problems:
         console.print(f"[yellow]{len(problems)} malformed line(s) skipped (listed in the report)[/yellow]")
     console.print(f"report: {written['markdown']}  (data: {written['json']})", highlight=False, soft_wrap=True)
+
+
+def _write_calibration(path: Path, results: list, testset: Path, created: datetime, budget: float) -> None:
+    """The judged drafts as calibration records, and the thresholds they give for the budget."""
+    from bot.cli.context import console
+    from bot.evaluation.calibration import calibration_records, gate_for, merge_calibration
+
+    records = merge_calibration(path, calibration_records(results), str(testset), created.isoformat(timespec="seconds"))
+    console.print(f"calibration: {len(records)} judged drafts in {path}; for a {budget:.0%} wrong-answer budget: "
+                  + "; ".join(gate_for(records, budget).describe()), highlight=False, soft_wrap=True)
 
 
 def _f(value: float | None) -> str:

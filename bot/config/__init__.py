@@ -11,6 +11,7 @@ from bot.config.loader import (
 from bot.config.schema import (
     ROUTES,
     SECRET_ENV,
+    AnsweringConfig,
     AppConfig,
     ConversationConfig,
     DatabaseConfig,
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_CONFIG_NAME",
     "ENV_PREFIX",
     "ROUTES",
+    "AnsweringConfig",
     "SECRET_ENV",
     "AppConfig",
     "ConversationConfig",

@@ -127,12 +127,18 @@ def m005_turn_followup_context(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_turns_slack_channel ON turns (slack_channel)"))
 
 
+def m006_turn_handoff_note(conn: Connection) -> None:
+    """A "no checked answer" hand-off's note for staff: what the bot found and why it was not enough."""
+    conn.execute(text("ALTER TABLE turns ADD COLUMN handoff_note TEXT NOT NULL DEFAULT ''"))
+
+
 MIGRATIONS: list[tuple[str, Migration]] = [
     ("001_initial", m001_initial),
     ("002_turn_fallback_reason", m002_turn_fallback_reason),
     ("003_turn_delivery", m003_turn_delivery),
     ("004_turn_answer_kind", m004_turn_answer_kind),
     ("005_turn_followup_context", m005_turn_followup_context),
+    ("006_turn_handoff_note", m006_turn_handoff_note),
 ]
 
 

@@ -64,8 +64,11 @@ class Turn(Base):
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
     delivery_next_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     delivery_error: Mapped[str] = mapped_column(Text, default="")
-    # How a domain answer was made: verified | similar | grounded | generated ("" for other routes).
+    # How the answer was made (bot.interfaces.Draft.kind): verified | similar | excerpt | grounded |
+    # generated | policy | escalation | no_answer ("" in turns logged before kinds existed).
     answer_kind: Mapped[str] = mapped_column(String(16), default="")
+    # A "no checked answer" hand-off: what the bot found and why it was not enough (staff only).
+    handoff_note: Mapped[str] = mapped_column(Text, default="")
     # A follow-up read with its conversation: the question as routed and answered ("" when the
     # message stood alone) and the earlier turn it was read with.
     standalone_question: Mapped[str] = mapped_column(Text, default="")

@@ -239,6 +239,7 @@ class ConversationStore:
                 message_ts="",
                 fallback_reason=answer.fallback_reason,
                 answer_kind=answer.kind,
+                handoff_note=answer.handoff_note,
                 standalone_question=answer.standalone_question,
                 context_turn_id=answer.context_turn_id,
                 created_at=utcnow(),
@@ -558,6 +559,21 @@ class ConversationStore:
                 .limit(limit)
             )
             return list(s.execute(stmt).scalars())
+
+    def unanswered_turns(self, limit: int = 10, since: datetime | None = None) -> list[Turn]:
+        """Questions handed off because nothing checked answered them ("no_answer"), newest first."""
+        with self._sessions() as s:
+            stmt = select(Turn).where(Turn.answer_kind == "no_answer")
+            if since is not None:
+                stmt = stmt.where(Turn.created_at >= since)
+            return list(s.execute(stmt.order_by(Turn.id.desc()).limit(limit)).scalars())
+
+    def count_unanswered(self, since: datetime | None = None) -> int:
+        with self._sessions() as s:
+            stmt = select(func.count()).select_from(Turn).where(Turn.answer_kind == "no_answer")
+            if since is not None:
+                stmt = stmt.where(Turn.created_at >= since)
+            return int(s.execute(stmt).scalar_one())
 
     def was_claimed(self, event_id: str) -> bool:
         """Whether some replica already claimed this id (e.g. an escalation), without claiming it."""

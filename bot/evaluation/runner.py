@@ -104,6 +104,10 @@ class ItemResult:
     why: str = ""  # the verdict's reason, in words
     answerable: bool = True  # the test set's word: something published or written by staff answers it
     repeated_previous: bool = False  # a follow-up answered with the text of the turn before it
+    evidence: float | None = None  # what the shown answer rests on (bot.handoff)
+    # Every draft the answer-or-hand-off decision weighed, each judged: route, kind, evidence,
+    # shown, verdict (what `eval --calibrate` records).
+    considered: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def route_correct(self) -> bool:
@@ -283,6 +287,12 @@ def evaluate_item(
     judgement = judge_answer(answer.text, handed_off=answer.route == "escalate", expected_route=item.expected_route,
                              key=item.key, key_facts=item.key_facts, degenerate=degenerate)
     result.verdict, result.why = judgement.verdict, judgement.why
+    result.evidence = answer.evidence
+    for draft in answer.considered:
+        weighed = judge_answer(draft["text"], handed_off=False, expected_route=item.expected_route, key=item.key,
+                               key_facts=item.key_facts, degenerate=bool(degenerate_reason(draft["text"], policy)))
+        result.considered.append({k: draft[k] for k in ("route", "kind", "evidence", "shown")}
+                                 | {"verdict": weighed.verdict, "text": draft["text"][:500]})
     if item.reference:
         # A looping answer can share many words with the reference; it still failed the customer.
         result.token_f1 = 0.0 if degenerate else round(token_f1(answer.text, item.reference), 4)

@@ -15,8 +15,10 @@ describes a symptom matches the answer that names it).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from bot.config import MemoryConfig
 from bot.conversation_log import ConversationStore
 from bot.indexing.chroma_store import ChromaCollection, ChromaLocation, open_client
 from bot.memory.entries import SOURCE_PRIORITY, ExpertEntry, entries_from
-from bot.memory.matching import canonical_question, named_subjects
+from bot.memory.matching import canonical_question, content_words, named_subjects
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,9 @@ class ExpertMemory:
         self._answer_hashes: dict[str, str] = {}  # the same for the question + answer collection
         self.vocabulary: frozenset[str] = frozenset()  # names the entries' questions use
         self._entry_names: dict[str, tuple[str, frozenset[str]]] = {}  # entry id -> (question, its names)
+        # How rare each content word is among the entries' questions and answers ("" = a word none uses).
+        self.idf: dict[str, float] = {}
+        self._entry_words: dict[str, tuple[str, frozenset[str]]] = {}  # entry id -> (content hash, its words)
         self._watermark: tuple[Any, ...] | None = None
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
@@ -228,6 +233,21 @@ class ExpertMemory:
                 changed = True
         if changed:
             self.vocabulary = frozenset().union(*(names for _, names in self._entry_names.values()))
+        words_changed = False
+        for entry_id in [i for i in self._entry_words if i not in wanted]:
+            del self._entry_words[entry_id]
+            words_changed = True
+        for entry_id, entry in wanted.items():
+            known_words = self._entry_words.get(entry_id)
+            if known_words is None or known_words[0] != entry.content_hash:
+                self._entry_words[entry_id] = (entry.content_hash,
+                                               frozenset(content_words(f"{entry.question} {entry.answer}")))
+                words_changed = True
+        if words_changed:
+            counts = Counter(word for _, words in self._entry_words.values() for word in words)
+            total = len(self._entry_words)
+            self.idf = {word: math.log1p(total / count) for word, count in counts.items()}
+            self.idf[""] = math.log1p(total)
 
     def start_watching(self) -> None:
         """Poll for label changes in the background (every replica does, so all stay in step)."""

@@ -310,15 +310,18 @@ class AnswerService:
         question_text = clean_question(question_text)
         too_long = answer.reason == TOO_LONG_REASON  # no model may see it, not even for a staff draft
         asked = answer.standalone_question or question_text  # a follow-up as it was read
+        no_answer = answer.kind == "no_answer"
         self.notifier.escalate(
             turn_id=answer.turn_id,
             question=question_text[:STAFF_QUESTION_CHARS] + ("…" if len(question_text) > STAFF_QUESTION_CHARS else ""),
-            would_have_said="" if too_long else self.pipeline.staff_draft(asked, ctx),
+            # A "no checked answer" hand-off already weighed every draft: its note says what they were.
+            would_have_said="" if too_long or no_answer else self.pipeline.staff_draft(asked, ctx),
             read_as=answer.standalone_question[:STAFF_QUESTION_CHARS],
             asker=ctx.user,
             channel=ctx.slack_channel,
             message_ts=posted_ts,
             reason=answer.fallback_reason or answer.reason,
+            no_answer_note=(answer.handoff_note or answer.fallback_reason or "nothing found") if no_answer else "",
         )
 
     def _store_quietly(self, write: Callable[..., None], *args: object) -> None:

@@ -14,7 +14,13 @@ from typing import Any
 from bot.config import ROUTES
 from bot.interfaces import Answer, Source
 from bot.slack import ids
-from bot.slack.status import PendingReview, StaffStatus, UndeliveredAnswer
+from bot.slack.status import (
+    UNANSWERED_DAYS,
+    PendingReview,
+    StaffStatus,
+    UnansweredQuestion,
+    UndeliveredAnswer,
+)
 from bot.training_record import TrainingRun
 
 Block = dict[str, Any]
@@ -180,14 +186,28 @@ def escalation_blocks(
     reason: str,
     permalink: str,
     read_as: str = "",
+    no_answer_note: str = "",
 ) -> list[Block]:
     """The staff channel's notice: who asked what, where, and the bot's best guess. A follow-up
-    shows how it was read with the conversation too, since "and how much is it?" alone says little."""
-    blocks: list[Block] = [
-        _section(f":raising_hand: *<@{asker}> needs a person.*"),
-        _section(f"*Question*\n>{escape_mrkdwn(question[:1500]).replace(chr(10), chr(10) + '>')}"),
-        _section(f"*What the bot would have said*\n{escape_mrkdwn(would_have_said[:2500]) or '_(nothing)_'}"),
-    ]
+    shows how it was read with the conversation too, since "and how much is it?" alone says little.
+    A "no checked answer" hand-off (`no_answer_note` set) says so, and shows what the bot found and
+    why that was not enough, instead of a draft: the customer was told a person will answer."""
+    quoted = f"*Question*\n>{escape_mrkdwn(question[:1500]).replace(chr(10), chr(10) + '>')}"
+    if no_answer_note:
+        blocks: list[Block] = [
+            _section(f":mag: *<@{asker}> asked something the bot has no checked answer for.* They were told "
+                     "the team will reply in the thread."),
+            _section(quoted),
+            _section(f"*What the bot found, and why it did not answer*\n{escape_mrkdwn(no_answer_note[:2500])}"),
+            _context("Reply in the thread, then flag your reply with *Flag for retraining* (plant care) or add the "
+                     "policy to knowledge/, so the next customer gets it."),
+        ]
+    else:
+        blocks = [
+            _section(f":raising_hand: *<@{asker}> needs a person.*"),
+            _section(quoted),
+            _section(f"*What the bot would have said*\n{escape_mrkdwn(would_have_said[:2500]) or '_(nothing)_'}"),
+        ]
     if read_as:
         blocks.insert(2, _context(f"Read with the conversation as: {escape_mrkdwn(read_as[:1500])}"))
     if reason:
@@ -408,8 +428,18 @@ def status_sections(status: StaffStatus) -> list[str]:
     ]
 
 
+def unanswered_line(item: UnansweredQuestion) -> str:
+    where = f" in <#{item.slack_channel}>" if item.slack_channel else ""
+    asked = item.read_as or item.question
+    note = item.note.splitlines()[0] if item.note else ""
+    return (f"• turn {item.turn_id}{where}: _{escape_mrkdwn(asked[:150])}_"
+            + (f"\n   {escape_mrkdwn(note[:220])}" if note else ""))
+
+
 def status_text(status: StaffStatus) -> str:
     lines = status_sections(status)
+    lines.append(f"*Handed off with no checked answer (last {UNANSWERED_DAYS} days):* {status.unanswered_count}")
+    lines.extend(unanswered_line(item) for item in status.unanswered[:5])
     lines.append(f"*Answers awaiting review (👎, unlabeled):* {len(status.pending)}")
     if status.undelivered_count:
         lines.append(f"*Answers Slack has not taken yet (in the log, being re-posted or given up):* "
@@ -449,6 +479,18 @@ def staff_home_view(status: StaffStatus, company: str) -> Block:
         blocks.extend(_pending_block(item) for item in status.pending)
     else:
         blocks.append(_context("Nothing to review: no unlabeled answers with a 👎."))
+    blocks.append({"type": "divider"})
+    blocks.append({"type": "header", "text": {"type": "plain_text", "text": "No checked answer yet"}})
+    if status.unanswered:
+        blocks.append(_section(
+            f"{status.unanswered_count} question(s) in the last {UNANSWERED_DAYS} days went to a person because "
+            "nothing the bot may quote answered them. Reply in the thread, then *Flag for retraining* your "
+            "answer (plant care), or add the policy to `knowledge/`, so the next customer gets it.\n"
+            + "\n".join(unanswered_line(item) for item in status.unanswered)[:2700]
+        ))
+    else:
+        blocks.append(_context(f"Every question of the last {UNANSWERED_DAYS} days had a checked answer or "
+                               "needed a person anyway."))
     if status.undelivered_count:
         blocks.append({"type": "divider"})
         blocks.append({"type": "header", "text": {"type": "plain_text", "text": "Answers not delivered"}})

@@ -49,6 +49,7 @@ def answer_from_turn(turn: Turn) -> Answer:
         kind=turn.answer_kind,
         standalone_question=turn.standalone_question or "",
         context_turn_id=turn.context_turn_id,
+        handoff_note=turn.handoff_note or "",
     )
 
 

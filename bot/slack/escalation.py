@@ -43,6 +43,7 @@ class StaffNotifier:
         message_ts: str,
         reason: str,
         read_as: str = "",
+        no_answer_note: str = "",
     ) -> EscalationOutcome:
         """Post the notice once per turn, whichever replica or click gets here first."""
         if not self.store.claim_event(escalation_key(turn_id)):
@@ -64,7 +65,8 @@ class StaffNotifier:
         try:
             self.client.chat_postMessage(
                 channel=self.staff_channel,
-                text=f"<@{asker}> needs a person: {question[:200]}",
+                text=(f"<@{asker}> asked something with no checked answer: {question[:200]}" if no_answer_note
+                      else f"<@{asker}> needs a person: {question[:200]}"),
                 blocks=escalation_blocks(
                     question=question,
                     would_have_said=would_have_said,
@@ -72,6 +74,7 @@ class StaffNotifier:
                     reason=reason,
                     permalink=permalink,
                     read_as=read_as,
+                    no_answer_note=no_answer_note,
                 ),
                 unfurl_links=False,
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.config import Settings
@@ -45,6 +45,21 @@ class UndeliveredAnswer:
 
 
 @dataclass(frozen=True)
+class UnansweredQuestion:
+    """A question handed to people because nothing checked answered it, with what the bot found."""
+
+    turn_id: int
+    question: str
+    read_as: str
+    note: str
+    slack_channel: str
+    thread_ts: str
+
+
+UNANSWERED_DAYS = 7
+
+
+@dataclass(frozen=True)
 class StaffStatus:
     answers_today: dict[str, int]
     votes_today: dict[str, int]
@@ -56,6 +71,8 @@ class StaffStatus:
     undelivered_count: int = 0
     undelivered: list[UndeliveredAnswer] = field(default_factory=list)
     memory_entries: int | None = None  # None: no expert memory in this process
+    unanswered_count: int = 0  # "no checked answer" hand-offs in the last UNANSWERED_DAYS days
+    unanswered: list[UnansweredQuestion] = field(default_factory=list)
 
 
 def _parse_time(value: str) -> datetime | None:
@@ -96,6 +113,12 @@ def collect_status(
         pending=pending,
         undelivered_count=store.count_undelivered(),
         memory_entries=len(memory) if memory is not None else None,
+        unanswered_count=store.count_unanswered(since=now - timedelta(days=UNANSWERED_DAYS)),
+        unanswered=[
+            UnansweredQuestion(t.id, t.question, t.standalone_question, t.handoff_note, t.slack_channel, t.thread_ts)
+            for t in store.unanswered_turns(settings.slack.home_pending_limit,
+                                            since=now - timedelta(days=UNANSWERED_DAYS))
+        ],
         undelivered=[
             UndeliveredAnswer(
                 turn_id=t.id,

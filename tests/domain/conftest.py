@@ -26,10 +26,12 @@ def tiny_adapters(tiny_llm_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture
 def domain_settings(settings_factory: Callable[..., Settings], tiny_llm_dir: Path) -> Callable[..., Settings]:
-    """Settings for the HF backend on the tiny model; the guard is relaxed for random text."""
+    """Settings for the HF backend on the tiny model; the guard is relaxed for random text. These
+    tests exercise the model's own answers, which reach a customer only when the model may answer."""
 
     def make(**overrides: Any) -> Settings:
         values: dict[str, Any] = {
+            "domain.model_answers": "always",
             "models.base_llm_path": str(tiny_llm_dir),
             "models.torch_threads": 1,
             "domain.backend": "hf",
@@ -47,13 +49,15 @@ def domain_settings(settings_factory: Callable[..., Settings], tiny_llm_dir: Pat
 def real_settings_factory(
     tmp_path_factory: pytest.TempPathFactory, bundled_model_cache: Path
 ) -> Callable[..., Settings]:
-    """Settings for the real bundled models in a fresh state dir, sharing the session's converted model."""
+    """Settings for the real bundled models in a fresh state dir, sharing the session's converted model;
+    the model may answer, since these tests are about what it says and how it is served."""
     from bot.config import load_settings
 
     def make(name: str, **dotted: Any) -> Settings:
         root = tmp_path_factory.mktemp(name)
         (root / "config.toml").write_text("", encoding="utf-8")
-        overrides = {"app.state_dir": str(root / "var"), "models.cache_dir": str(bundled_model_cache)}
+        overrides = {"app.state_dir": str(root / "var"), "models.cache_dir": str(bundled_model_cache),
+                     "domain.model_answers": "always"}
         return load_settings(root / "config.toml", env={}, overrides={**overrides, **dotted})
 
     return make

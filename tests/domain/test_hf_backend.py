@@ -149,7 +149,8 @@ def test_generator_serves_other_answerers_prompts(domain_settings):
 
 
 def test_missing_base_model_makes_the_answerer_unavailable(settings_factory, tmp_path: Path):
-    settings = settings_factory(**{"models.base_llm_path": str(tmp_path / "nowhere"), "domain.backend": "hf"})
+    settings = settings_factory(**{"models.base_llm_path": str(tmp_path / "nowhere"), "domain.backend": "hf",
+                                   "domain.model_answers": "always"})
     answerer = build_domain_answerer(settings)
     with pytest.raises(AnswererUnavailable, match="base_llm_path"):
         answerer.answer(QUESTION, AskContext())

@@ -41,7 +41,8 @@ def test_auto_backend_says_why_it_chose(settings_factory, tiny_llm_dir):
 @needs_llama_cpp
 @pytest.mark.real_models
 def test_llamacpp_answers_within_limits_and_streams(settings_factory):
-    settings = settings_factory(**{"domain.backend": "llamacpp", "domain.max_new_tokens": 24})
+    settings = settings_factory(**{"domain.backend": "llamacpp", "domain.max_new_tokens": 24,
+                                   "domain.model_answers": "always"})
     answerer = build_domain_answerer(settings)
     partials: list[str] = []
     try:
@@ -57,7 +58,8 @@ def test_llamacpp_answers_within_limits_and_streams(settings_factory):
 @needs_llama_cpp
 @pytest.mark.real_models
 def test_llamacpp_serves_a_promoted_peft_adapter_and_swaps_live(settings_factory, promote, tmp_path):
-    settings = settings_factory(**{"domain.backend": "llamacpp", "domain.max_new_tokens": 16})
+    settings = settings_factory(**{"domain.backend": "llamacpp", "domain.max_new_tokens": 16,
+                                   "domain.model_answers": "always"})
     answerer = build_domain_answerer(settings)
     try:
         base = answerer.answer(QUESTION, AskContext())

@@ -22,6 +22,7 @@ QUESTION = "How often should I water a Masdevallia orchid?"
 
 def _answerer(settings_factory, url: str, **overrides) -> tuple[DomainAnswerer, Settings]:
     values = {
+        "domain.model_answers": "always",  # the server's answers are what these tests are about
         "domain.backend": "openai",
         "domain.server.url": url,
         "domain.server.timeout_s": 2.0,

@@ -30,7 +30,10 @@ class Policy:
     route = "retrieval"
 
     def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
-        return Draft(text="Hawaii is Zone 3: $24.95." if "hawaii" in question.lower() else "We ship to all states.")
+        q = question.lower()
+        if "hawaii" in q:
+            return Draft(text="Hawaii is Zone 3: $24.95." if "how much" in q else "Yes, Hawaii is in Zone 3.")
+        return Draft(text="We ship to all states.")
 
 
 class Care:

@@ -129,13 +129,14 @@ def test_the_report_leads_with_resolution_and_wrong_answer_rates_and_lists_wrong
     })
 
     judged = report["judged"]["all"]
-    # 5 questions a bot should answer (all but the escalation): canada and turn 1 are right.
-    assert (judged["should_answer"], judged["right_answers"], judged["wrong"], judged["answered"]) == (5, 2, 3, 5)
-    assert judged["resolution_rate"] == 0.4 and judged["wrong_rate"] == 0.6
-    assert judged["handed_off"] == 1  # the dead plant: a right hand-off, not a resolution
+    # 5 questions a bot should answer (all but the escalation): canada and turn 1 are right; the
+    # follow-up would have got turn 1's answer again, so it was handed off instead.
+    assert (judged["should_answer"], judged["right_answers"], judged["wrong"], judged["answered"]) == (5, 2, 2, 4)
+    assert judged["resolution_rate"] == 0.4 and judged["wrong_rate"] == 0.5
+    assert judged["handed_off"] == 2  # the dead plant (a right hand-off) and the follow-up
     assert report["judged"]["by_kind"]["domain/similar"]["wrong"] == 1
     follow_ups = report["conversations"]["follow_ups"]["with_context"]
-    assert follow_ups["wrong"] == 1 and follow_ups["repeated_previous"] == 1
+    assert follow_ups["handed_off"] == 1 and follow_ups["repeated_previous"] == 0
 
     markdown = render_markdown(report, {}, None)
     assert markdown.index("## Right, wrong or handed off") < markdown.index("## Other figures")
@@ -156,3 +157,42 @@ def test_compare_shows_resolution_and_wrong_rate_and_what_became_wrong_first(
     assert metrics["resolution rate"]["verdict"] == "worse" and metrics["wrong-answer rate"]["verdict"] == "worse"
     assert comparison["changed_items"][0]["question"] == "How much is shipping to Canada?"
     assert "right → wrong" in comparison["changed_items"][0]["changes"]
+
+
+def test_a_calibration_run_gives_thresholds_that_hold_back_what_was_wrong(
+    tmp_path: Path, eval_settings: Settings, eval_store: ConversationStore
+) -> None:
+    """Judged with the decision open, the weak (wrong) answers fall below the threshold the budget
+    gives, and a bot started with that calibration hands them off."""
+    from bot.answerers.escalation import EscalationAnswerer
+    from bot.evaluation.calibration import calibration_records, merge_calibration
+    from bot.factory import answer_gate
+    from bot.handoff import AnswerGate
+
+    class Graded:
+        route = "retrieval"
+
+        def answer(self, question: str, ctx: AskContext, on_partial: PartialCallback | None = None) -> Draft:
+            strong = "Canada" in question
+            return Draft(text="Canada: $29.95." if strong else "Canada: $29.95.", kind="policy",
+                         evidence=3.0 if strong else 0.5)
+
+    items_path = tmp_path / "tuning.jsonl"
+    items_path.write_text("\n".join(json.dumps(row) for row in [
+        {"id": "ca", "question": "Shipping to Canada?", "expected_route": "retrieval", "accept": ["$29.95"]},
+        {"id": "hi", "question": "Shipping to Hawaii?", "expected_route": "retrieval", "accept": ["$24.95"]},
+    ]) + "\n", encoding="utf-8")
+    items, _ = load_testset(items_path)
+    pipeline = Pipeline.from_settings(eval_settings, eval_store, _Router({}), {
+        "retrieval": Graded(), "escalate": EscalationAnswerer("Rare Roots")}, gate=AnswerGate.open())
+    records = calibration_records(run_evaluation(pipeline, items))
+    assert [(r.kind, r.evidence, r.verdict) for r in records] == [("retrieval/policy", 3.0, "right"),
+                                                                   ("retrieval/policy", 0.5, "wrong")]
+    calibration = tmp_path / "cal.json"
+    merge_calibration(calibration, records, str(items_path), "2026-12-07T00:00:00+00:00")
+    settings = eval_settings.model_copy(update={"answering": eval_settings.answering.model_copy(
+        update={"calibration_file": calibration})})
+    gated = Pipeline.from_settings(settings, eval_store, _Router({}), {
+        "retrieval": Graded(), "escalate": EscalationAnswerer("Rare Roots")}, gate=answer_gate(settings))
+    assert gated.answer("Shipping to Canada?").route == "retrieval"
+    assert gated.answer("Shipping to Hawaii?").kind == "no_answer"

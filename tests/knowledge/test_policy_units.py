@@ -165,7 +165,7 @@ def test_a_procedure_never_runs_on_into_the_next_row_of_a_table() -> None:
 
 
 def test_units_from_two_sections_are_each_kept_with_their_section(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lead, "FURTHER_UNIT_MARGIN", 1.0)  # the mechanism, not the tuned margin
+    monkeypatch.setattr(lead, "FURTHER_UNIT_MARGIN", 100.0)  # the mechanism, not the tuned margin
     encoder = BagOfWordsEncoder()
     question = "How much does shipping to Hawaii cost and is a heat pack needed?"
     hits = [_hit("zones", ZONES, 0.7), _hit("season", "Every order to Zone 3 must include a heat pack.", 0.6)]

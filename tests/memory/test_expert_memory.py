@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,14 +18,18 @@ import pytest
 from bot.answerers.domain_model import DomainAnswerer
 from bot.config import Settings
 from bot.conversation_log import ConversationStore
-from bot.errors import AnswererUnavailable
-from bot.interfaces import Answer, AskContext
+from bot.errors import AnswererUnavailable, NoEvidence
+from bot.glossary import Glossary
+from bot.handoff import AnswerGate, load_calibration
+from bot.interfaces import Answer, AskContext, Draft
 from bot.memory import ExpertMemory
 from bot.memory.entries import desired_entries
 from bot.registry import adapter_registry
 from tests.memory.conftest import RecordingBackend
 from tests.servers.postgres import postgres_server
 
+REPO = Path(__file__).resolve().parents[2]
+GLOSSARY = Glossary.load(REPO / "data" / "glossary.yaml")
 CORRECTED = "Black pitchers are old pitchers dying back: normal. Cut them off and keep the humidity above 60 %."
 QUESTION = "My Nepenthes pitchers are turning black, what should I do?"
 PARAPHRASE = "My Nepenthes pitchers are turning black. What should I do?"
@@ -37,7 +42,18 @@ def log_answer(store: ConversationStore, question: str, route: str = "domain", t
 
 def answerer(settings: Settings, memory: ExpertMemory | None) -> tuple[DomainAnswerer, RecordingBackend]:
     backend = RecordingBackend()
-    return DomainAnswerer(settings.domain, backend=lambda: backend, registry=adapter_registry(settings), memory=memory), backend
+    return DomainAnswerer(settings.domain, backend=lambda: backend, registry=adapter_registry(settings), memory=memory,
+                          glossary=GLOSSARY), backend
+
+
+def drafts(draft: Draft) -> list[Draft]:
+    """The answer and the alternatives the answer-or-hand-off decision may show instead."""
+    return [draft, *draft.alternatives]
+
+
+def shipped_gate() -> AnswerGate:
+    """The thresholds the shipped calibration gives for the default 5 % budget."""
+    return AnswerGate.from_records(load_calibration(REPO / "data" / "answer_calibration.json"), 0.05)
 
 
 @pytest.fixture
@@ -53,15 +69,18 @@ def test_a_correction_answers_the_next_paraphrased_question_as_written(
     settings = memory_settings()
     memory = make_memory(settings, store)
     domain, backend = answerer(settings, memory)
-    before = domain.answer(PARAPHRASE, AskContext())
-    assert before.kind in ("grounded", "generated") and len(backend.model.prompts) == 1
+    try:
+        before = [d.text for d in drafts(domain.answer(PARAPHRASE, AskContext()))]
+    except NoEvidence:
+        before = []
+    assert CORRECTED not in before and backend.model.prompts == [], "the model never speaks by default"
 
     turn = log_answer(store, QUESTION)
     store.add_staff_label(turn, "USTAFF", "incorrect", corrected_answer=CORRECTED, correct_route="domain")
     memory.refresh()
     after = domain.answer(PARAPHRASE, AskContext())
     assert (after.text, after.kind) == (CORRECTED, "verified")
-    assert len(backend.model.prompts) == 1, "a verified answer is given without generating"
+    assert backend.model.prompts == [], "a verified answer is given without generating"
 
 
 def test_a_label_saved_while_the_bot_runs_is_searchable_within_two_seconds(
@@ -113,16 +132,21 @@ def test_an_answer_marked_correct_is_reused_and_policy_corrections_only_when_opt
     assert opted_in[f"turn:{policy}"].answer == "7-10 business days."
 
 
-def test_a_near_miss_question_is_not_answered_by_reuse(
+def test_a_near_miss_question_is_held_back_while_a_paraphrase_is_answered(
     memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
 ) -> None:
-    settings = memory_settings(**{"memory.verified_threshold": 0.8})  # even with a lax threshold
+    """"Symptoms of bacterial brown spot" sits close to the root rot and sunburn entries; with the
+    shipped thresholds none of its drafts is shown, while the watering paraphrase is."""
+    settings = memory_settings(**{"memory.verified_threshold": 0.8})  # even with a lax verified threshold
     domain, backend = answerer(settings, make_memory(settings, store))
-    draft = domain.answer("What are the symptoms of bacterial brown spot in orchids?", AskContext())
-    assert draft.kind == "grounded"
-    assert "root rot" not in draft.text and "Sunburnt" not in draft.text
-    system = backend.model.prompts[0][0]["content"]
-    assert "What are the symptoms of" in system, "the near entries still ground the model's answer"
+    gate = shipped_gate()
+    near = domain.answer("What are the symptoms of bacterial brown spot in orchids?", AskContext())
+    assert near.kind != "verified"
+    assert all(gate.shortfall("domain", d.kind, d.evidence) for d in drafts(near)), [
+        (d.kind, d.evidence) for d in drafts(near)]
+    paraphrase = domain.answer("My masdevallia dries out so fast, how many times a week do I water it?", AskContext())
+    assert paraphrase.kind == "similar" and not gate.shortfall("domain", paraphrase.kind, paraphrase.evidence)
+    assert "every two to four days" in paraphrase.text and backend.model.prompts == []
 
 
 MEALYBUGS = ("How do I get rid of mealybugs on my succulents?",
@@ -150,7 +174,8 @@ def test_a_customer_describing_what_an_entry_answers_gets_that_answer_framed_as_
     off = memory_settings(**{"training.seed_dataset": settings.training.seed_dataset,
                              "memory.similar_threshold": 1.01})
     off_domain, off_backend = answerer(off, make_memory(off, store))
-    assert off_domain.answer(question, AskContext()).kind == "grounded" and len(off_backend.model.prompts) == 1
+    assert all(d.kind != "similar" for d in drafts(off_domain.answer(question, AskContext())))
+    assert off_backend.model.prompts == []
 
 
 @pytest.mark.parametrize("question", [
@@ -167,27 +192,52 @@ def test_a_similar_answer_is_never_given_for_a_plant_the_entry_does_not_name(
     seed = write_seed(tmp_path / "s.jsonl", [MEALYBUGS, PROPAGATE, haworthia])
     settings = memory_settings(**{"training.seed_dataset": str(seed), "memory.similar_threshold": 0.3})
     domain, backend = answerer(settings, make_memory(settings, store))
-    draft = domain.answer(question, AskContext())
-    assert draft.kind == "grounded" and len(backend.model.prompts) == 1
-    assert "similar question" not in draft.text
+    try:
+        given = drafts(domain.answer(question, AskContext()))
+    except NoEvidence:
+        given = []
+    # Only an entry about the plant asked may answer: never the succulents' or the Echeveria's.
+    assert not any(MEALYBUGS[1] in d.text or PROPAGATE[1] in d.text for d in given), [d.text for d in given]
+    assert backend.model.prompts == []
 
 
 def test_an_ungrounded_answer_reports_low_confidence_or_falls_back(
     memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
 ) -> None:
-    settings = memory_settings(**{"memory.ground_min_similarity": 0.95})
+    settings = memory_settings(**{"memory.ground_min_similarity": 0.95, "domain.model_answers": "always"})
     domain, backend = answerer(settings, make_memory(settings, store))
-    draft = domain.answer("Can I grow a Lithops on a north-facing windowsill?", AskContext())
-    assert draft.kind == "generated" and draft.confidence <= settings.memory.ungrounded_max_confidence
+    generated = [d for d in drafts(domain.answer("Can I grow a Lithops on a north-facing windowsill?", AskContext()))
+                 if d.kind == "generated"]
+    assert generated and generated[0].confidence <= settings.memory.ungrounded_max_confidence
     assert backend.model.prompts[0][0]["content"] == settings.domain.system_prompt
 
-    strict = memory_settings(**{"memory.ground_min_similarity": 0.95, "memory.ungrounded": "fallback"})
-    strict_domain, _ = answerer(strict, make_memory(strict, store))
-    with pytest.raises(AnswererUnavailable, match="no expert entry"):
-        strict_domain.answer("Can I grow a Lithops on a north-facing windowsill?", AskContext())
+    strict = memory_settings(**{"memory.ground_min_similarity": 0.95, "memory.ungrounded": "fallback",
+                                "domain.model_answers": "always", "memory.similar_threshold": 1.01})
+    strict_domain, strict_backend = answerer(strict, make_memory(strict, store))
+    try:
+        kinds = [d.kind for d in drafts(strict_domain.answer("Can I grow a Lithops on a north-facing windowsill?",
+                                                             AskContext()))]
+    except AnswererUnavailable:
+        kinds = []
+    assert "generated" not in kinds and strict_backend.model.prompts == []
 
 
-@pytest.mark.slow
+def test_the_model_is_never_asked_when_it_may_not_answer(
+    memory_settings: Callable[..., Settings], make_memory: Any, store: ConversationStore
+) -> None:
+    """With the default `domain.model_answers = "never"` no question reaches the model, covered or not."""
+    settings = memory_settings()
+    domain, backend = answerer(settings, make_memory(settings, store))
+    for question in ("How often should I water a Masdevallia orchid?", "Why is my Monstera drooping?",
+                     "What are the symptoms of bacterial brown spot in orchids?"):
+        try:
+            kinds = {d.kind for d in drafts(domain.answer(question, AskContext()))}
+        except NoEvidence:
+            kinds = set()
+        assert not kinds & {"grounded", "generated"}
+    assert backend.model.prompts == []
+
+
 def test_two_replicas_sharing_a_postgres_log_both_serve_a_new_correction(
     memory_settings: Callable[..., Settings], make_memory: Any, tmp_path: Any
 ) -> None:
@@ -229,7 +279,7 @@ def test_a_generated_answer_loses_the_sentence_with_an_invented_link_but_keeps_t
 ) -> None:
     from bot.answerers.domain_model import published_contacts
 
-    settings = memory_settings()
+    settings = memory_settings(**{"domain.model_answers": "always", "memory.similar_threshold": 1.01})
     backend = RecordingBackend()
     backend.model.text = ("Cut the black pitchers off at the base. Buy a pot cleaner like 1098 at "
                           "https://www.petcoplantsolutions.com/tips_and_tricks_ today. Our care guide is at "
@@ -239,6 +289,7 @@ def test_a_generated_answer_loses_the_sentence_with_an_invented_link_but_keeps_t
                             published=published_contacts(PublishedKnowledge()))  # type: ignore[arg-type]
     streamed: list[str] = []
     draft = domain.answer("Why do my Nepenthes pitchers go black?", AskContext(), on_partial=streamed.append)
+    assert draft.kind in ("grounded", "generated"), "the model's answer, first, so it streams"
     assert streamed and not any("petcoplantsolutions" in text for text in streamed), "not even while streaming"
     assert "petcoplantsolutions" not in draft.text and "1098" not in draft.text
     assert draft.text.startswith("Cut the black pitchers off") and "rareroots.example/care/nepenthes" in draft.text

@@ -49,7 +49,9 @@ class DomainBot:
         settings = memory_settings(
             env={"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SIGNING_SECRET},
             **{"slack.api_base_url": fake.url, "slack.http_host": "127.0.0.1", "slack.http_port": 0,
-               "slack.staff_user_ids": [STAFF], "memory.poll_s": 3600},  # only the save itself may refresh
+               "slack.staff_user_ids": [STAFF], "memory.poll_s": 3600,  # only the save itself may refresh
+               # The story: the model itself answered (a shop that lets it speak), wrongly, and staff corrected it.
+               "domain.model_answers": "always", "memory.similar_threshold": 1.01},
         )
         store = ConversationStore.open(f"sqlite:///{tmp_path / 'log.db'}")
         memory = make_memory(settings, store)

@@ -29,7 +29,7 @@ def test_the_slack_endpoint_serves_metrics_that_count_real_answers(bot: Bot) -> 
     assert delta("supportbot_answer_seconds_count", route="retrieval") == 2
     assert delta("supportbot_follow_ups_total") == 1
     assert delta("supportbot_escalations_total", reason="routed") == 1
-    assert delta("supportbot_answers_total", route="escalate", kind="-") == 1
+    assert delta("supportbot_answers_total", route="escalate", kind="escalation") == 1
     assert delta("supportbot_slack_api_calls_total", method="chat.postMessage", outcome="ok") >= 3
     assert value(after, "supportbot_answer_queue_depth") == 0, "every queued question was answered"
     assert not any("Hawaii" in name or "UCUST" in str(labels) for name, labels in after), "no customer data"

@@ -105,3 +105,36 @@ def test_evaluation_generates_answers_with_the_serving_repetition_guard(
         words = row["answer"].split()
         assert len(words) == len(set(words)) or row["degenerate"]  # no unigram repeats allowed
         assert 0.0 <= row["token_f1"] <= 1.0
+
+
+def test_a_generated_answer_is_judged_right_only_when_it_covers_the_reference_and_invents_nothing() -> None:
+    from training.evaluate import judge_against_reference
+
+    question = "How often should I water a Masdevallia orchid?"
+    reference = "Keep it evenly moist and never let it dry out; water every two to four days with rainwater."
+    assert judge_against_reference("Water every two to four days with rainwater and never let it dry out.",
+                                   question, reference) == "right"
+    assert judge_against_reference("Water it every 10 days.", question, reference) == "wrong", "a number it made up"
+    assert judge_against_reference("Masdevallias are lovely orchids from the Andes.", question, reference) == "wrong"
+
+
+def test_gate_refuses_a_candidate_that_gives_more_wrong_answers() -> None:
+    import math
+
+    def judged(name: str, right: int, wrong: int) -> EvalResult:
+        return EvalResult(name, math.log(7.0 if name == "candidate" else 11.0), 7.0 if name == "candidate" else 11.0,
+                          0.3, 0.3, 0.0, 10, 10, 1.0, judged_right=right, judged_wrong=wrong)
+
+    refused = decide(judged("candidate", 2, 8), judged("served", 5, 5), TrainingConfig())
+    assert not refused.promote and "judged answers 2 right / 8 wrong vs 5 / 5" in refused.summary
+    assert decide(judged("candidate", 6, 4), judged("served", 5, 5), TrainingConfig()).promote
+
+
+def test_model_list_says_whether_the_model_may_answer_customers_and_why(settings_factory) -> None:  # type: ignore[no-untyped-def]
+    from bot.cli.adapters import may_answer_line
+
+    served = {"metrics": {"candidate": {"judged_right": 1, "judged_wrong": 11}}}
+    never = may_answer_line(settings_factory(), served)
+    assert "does not answer customers on its own" in never and "1 right and 11 wrong (92% wrong" in never
+    allowed = may_answer_line(settings_factory(**{"domain.model_answers": "checked"}), served)
+    assert "may answer customers" in allowed and "only when the expert entries back its answer" in allowed

@@ -87,7 +87,9 @@ def test_the_training_prompt_is_the_prompt_the_domain_answerer_serves(
     settings_factory: Callable[..., Settings], store: ConversationStore, embedder: Any, tmp_path: Path,
 ) -> None:
     seed = write_seed(tmp_path / "seed.jsonl", SEED)
-    settings = settings_factory(**{"training.seed_dataset": str(seed)})
+    # The model answers (grounded) only where it may; no similar answer comes before it here.
+    settings = settings_factory(**{"training.seed_dataset": str(seed), "domain.model_answers": "always",
+                                   "memory.similar_threshold": 1.01})
     memory = expert_memory_for(settings, store, lambda texts: embed(embedder, list(texts)),
                                lambda text: embed(embedder, [text])[0], "test-minilm")
     memory.refresh(force=True)
