@@ -234,6 +234,9 @@ class FollowupResolver:
             return Resolution(message, self.decide(message), looked_dependent=dependent,
                               previous_question=last, previous_answer=previous_answer)
         combined = (carried_question(earlier, message, self.subjects) if CARRY else combined_question(earlier, message))
+        if combined == message:  # it leaves nothing out: read as it stands
+            return Resolution(message, self.decide(message), looked_dependent=dependent,
+                              previous_question=last, previous_answer=previous_answer)
         together = self.decide(combined)
         if mode in ("confidence", "cue+confidence"):
             alone = self.decide(message)

@@ -53,11 +53,11 @@ if TYPE_CHECKING:
 # it states an accepted fact of its question): `python -m bench.lead_weights`, which also reports it
 # cross-validated and on data/policy_testset.jsonl (docs/benchmarks/lead_weights.md).
 WEIGHTS: dict[str, float] = {
-    "cosine": 2.639, "cosine_bare": 3.564, "lexical": 2.114, "answer_type": -0.334, "type_missing": -0.911,
-    "section": 0.544, "names_missing": -0.13, "names_missing_row": -1.466, "names_in_row": 1.664,
-    "contested_missing": -1.782, "says_nothing": -1.728, "intro": 0.155, "row": -0.906, "item": -0.044,
+    "cosine": 2.642, "cosine_bare": 3.55, "lexical": 2.009, "answer_type": -0.262, "type_missing": -0.919,
+    "section": 0.461, "names_missing": -0.124, "names_missing_row": -1.466, "names_in_row": 1.636,
+    "contested_missing": -1.94, "says_nothing": -1.335, "intro": 0.154, "row": -0.914, "item": -0.03,
 }
-BIAS = -1.717
+BIAS = -1.583
 STEP_BONUS = 3.0  # added to a step's score for a "how do I" question (chosen on the tuning sets, bench.handoff)
 # Whether the lead answers at all is a second, question-level model (the same bench): the best
 # unit's score, whether it sits in the section search ranked first, that section's score, how far
@@ -65,8 +65,8 @@ STEP_BONUS = 3.0  # added to a step's score for a "how do I" question (chosen on
 # answer's evidence for the answer-or-hand-off decision (bot.handoff).
 EVIDENCE_FEATURES = ("lead_score", "in_best_section", "best_section_score", "lead_over_other_sections",
                      "own_section_score", "contested_missing", "closest_in_meaning", "most_words_shared")
-EVIDENCE_WEIGHTS = (0.559, 0.982, 0.004, 0.632, 0.102, 0.196, 0.384, -0.254)
-EVIDENCE_BIAS = -2.241
+EVIDENCE_WEIGHTS = (0.663, 0.693, 0.009, 0.543, 0.077, 0.038, 0.376, -0.323)
+EVIDENCE_BIAS = -1.896
 # A further unit joins the lead only when it scores within this much of the best one.
 FURTHER_UNIT_MARGIN = 0.3  # on the log-odds scale of WEIGHTS
 UNIT_CACHE_SIZE = 20_000
@@ -84,8 +84,9 @@ _PROCEDURE_QUESTION = re.compile(
     r"\b(?:how (?:do|can|should|would) (?:i|we)|what (?:do|should) (?:i|we) do|where (?:do|can) (?:i|we))\b", re.I)
 # "What's your email?", "Is there a number I can call?": the answer is a way to reach someone.
 _CONTACT_QUESTION = re.compile(
-    r"\b(?:e-?mail address|email (?:you|us|support)|what(?:'s| is) (?:the|your) e-?mail|phone|ring|call (?:you|us)|"
-    r"(?:contact|reach) (?:you|us|support|someone|a person)|talk to (?:someone|a person))\b", re.I)
+    r"\b(?:e-?mail address|email (?:you|us|support)|what(?:'s| is) (?:the |your )?(?:\w+ )?e-?mail|phone|ring|"
+    r"call (?:you|us)|(?:contact|reach) (?:you|us|support|someone|a person)|talk to (?:someone|a person))\b", re.I)
+_OWN_CONTACT_DETAILS = re.compile(r"\b(?:my|change|update)\b[^.?!]*\be-?mail\b", re.I)  # "change my email address"
 _CONTACT = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+|\bphone\b|\+?\d[\d ()-]{7,}\d", re.I)
 _PRICE = re.compile(r"[$€£]\s?\d|\d\s?%")
 _DURATION = re.compile(
@@ -129,7 +130,7 @@ def answer_types(question: str) -> frozenset[str]:
         kinds.add("yes_no")
     if _PROCEDURE_QUESTION.search(question):
         kinds.add("procedure")
-    if _CONTACT_QUESTION.search(question):
+    if _CONTACT_QUESTION.search(question) and not _OWN_CONTACT_DETAILS.search(question):
         kinds.add("contact")
     return frozenset(kinds)
 

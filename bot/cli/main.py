@@ -102,11 +102,16 @@ def ask(
 
 @app.command()
 def chat(ctx: typer.Context) -> None:
-    """Interactive console chat on the same pipeline as Slack (type 'exit' or Ctrl-D to quit)."""
-    run_console_chat(cli_context(ctx).settings())
+    """Interactive console chat on the same pipeline as Slack (type 'exit' or Ctrl-D to quit).
+
+    Shows what a customer would see (answer, route, sources); the log goes to <state_dir>/logs/console.log,
+    and to the terminal only at WARNING and above, or everything with --verbose.
+    """
+    context = cli_context(ctx)
+    run_console_chat(context.settings(), verbose=context.verbose)
 
 
-def run_console_chat(settings: Settings) -> None:
+def run_console_chat(settings: Settings, *, verbose: bool = False) -> None:
     """One session until 'exit' or end of input; no single line, however malformed, ends it."""
     import getpass
     import uuid
@@ -120,9 +125,11 @@ def run_console_chat(settings: Settings) -> None:
     ctx = AskContext(channel="console", user=getpass.getuser(), conversation_key=uuid.uuid4().hex)
     if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8 reach the pipeline, which replaces them
         sys.stdin.reconfigure(errors="surrogateescape")
+    log_file = chat_logging(settings, verbose)
     console.print(
         f"[bold]{settings.app.company_name} support[/bold] - ask a question "
         "(try: 'How long does shipping to Canada take?'). Type 'exit' to quit."
+        + (f" [dim](log: {log_file})[/dim]" if log_file else "")
     )
     try:
         while True:
@@ -140,12 +147,37 @@ def run_console_chat(settings: Settings) -> None:
             except Exception:  # the boundary of one question: report it, keep the session
                 logging.getLogger(__name__).exception("could not answer this question")
                 console.print("[bold red]bot>[/bold red] Sorry, something went wrong with that question "
-                              "(details in the log above). Please try again.")
+                              f"(details in {log_file or 'the log'}). Please try again.")
                 continue
             console.print("[bold green]bot>[/bold green] ", end="")
             _print_answer(answer)
     finally:
         runtime.close()
+
+
+def chat_logging(settings: Settings, verbose: bool) -> Path | None:
+    """During a chat the terminal is the customer's view: INFO lines would land between the prompt and
+    the answer. They go to <state_dir>/logs/console.log instead; the terminal keeps WARNING and above
+    (everything with --verbose). Returns the log file, or None when it cannot be opened."""
+    from logging.handlers import RotatingFileHandler
+
+    from bot.masking import MaskUrlPasswords
+
+    root = logging.getLogger()
+    if not verbose:
+        for handler in root.handlers:
+            handler.setLevel(logging.WARNING)
+    path = settings.state_dir / "logs" / "console.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = RotatingFileHandler(path, maxBytes=5_000_000, backupCount=2, encoding="utf-8")
+    except OSError as exc:
+        logging.getLogger(__name__).warning("no console log file at %s (%s); logging to the terminal only", path, exc)
+        return None
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    file_handler.addFilter(MaskUrlPasswords())
+    root.addHandler(file_handler)
+    return path
 
 
 @app.command()
@@ -176,7 +208,7 @@ def serve(ctx: typer.Context) -> None:
         logging.getLogger(__name__).warning(
             "SLACK_BOT_TOKEN is not set: starting the console chat instead of Slack"
         )
-        run_console_chat(settings)
+        run_console_chat(settings, verbose=cli_context(ctx).verbose)
         return
     from bot.slack.server import serve_slack
 

@@ -53,8 +53,8 @@ ENTRY_WEIGHTS: dict[str, float] = {
 }
 ENTRY_BIAS = -3.126
 SENTENCE_FEATURES = ("cosine", "coverage", "entry_evidence")
-SENTENCE_WEIGHTS: dict[str, float] = {"cosine": 1.532, "coverage": 1.121, "entry_evidence": 0.726}
-SENTENCE_BIAS = -0.999
+SENTENCE_WEIGHTS: dict[str, float] = {"cosine": 2.196, "coverage": 1.496, "entry_evidence": 0.712}
+SENTENCE_BIAS = -1.295
 TOPIC_FILTER = True
 EXCERPT_ENTRIES = 3  # entries whose sentences an excerpt may quote
 EXCERPT_SENTENCES = 2  # the best sentence and the one after it, when it continues the same point

@@ -77,6 +77,22 @@ def _normalized(question: str) -> str:
     return " ".join(question.lower().split())
 
 
+def _refresh_per_entry(cache: dict[str, tuple[str, frozenset[str]]], wanted: dict[str, ExpertEntry],
+                       key_of: Callable[[ExpertEntry], str],
+                       value_of: Callable[[ExpertEntry], frozenset[str]]) -> bool:
+    """Bring a per-entry cache (entry id -> (key, value)) in step with `wanted`; True when it changed."""
+    changed = False
+    for entry_id in [i for i in cache if i not in wanted]:
+        del cache[entry_id]
+        changed = True
+    for entry_id, entry in wanted.items():
+        known = cache.get(entry_id)
+        if known is None or known[0] != key_of(entry):
+            cache[entry_id] = (key_of(entry), value_of(entry))
+            changed = True
+    return changed
+
+
 class ExpertMemory:
     def __init__(
         self,
@@ -220,30 +236,13 @@ class ExpertMemory:
         return report
 
     def _update_vocabulary(self, wanted: dict[str, ExpertEntry]) -> None:
-        """Names per entry, recomputed only for entries that are new or changed (a poll after one
-        label must not re-read ten thousand questions)."""
-        changed = False
-        for entry_id in [i for i in self._entry_names if i not in wanted]:
-            del self._entry_names[entry_id]
-            changed = True
-        for entry_id, entry in wanted.items():
-            known = self._entry_names.get(entry_id)
-            if known is None or known[0] != entry.question:
-                self._entry_names[entry_id] = (entry.question, frozenset(named_subjects(entry.question)))
-                changed = True
-        if changed:
+        """Names per entry, and how rare each content word is among the entries, recomputed only for
+        entries that are new or changed (a poll after one label must not re-read ten thousand)."""
+        if _refresh_per_entry(self._entry_names, wanted, lambda e: e.question,
+                              lambda e: frozenset(named_subjects(e.question))):
             self.vocabulary = frozenset().union(*(names for _, names in self._entry_names.values()))
-        words_changed = False
-        for entry_id in [i for i in self._entry_words if i not in wanted]:
-            del self._entry_words[entry_id]
-            words_changed = True
-        for entry_id, entry in wanted.items():
-            known_words = self._entry_words.get(entry_id)
-            if known_words is None or known_words[0] != entry.content_hash:
-                self._entry_words[entry_id] = (entry.content_hash,
-                                               frozenset(content_words(f"{entry.question} {entry.answer}")))
-                words_changed = True
-        if words_changed:
+        if _refresh_per_entry(self._entry_words, wanted, lambda e: e.content_hash,
+                              lambda e: frozenset(content_words(f"{e.question} {e.answer}"))):
             counts = Counter(word for _, words in self._entry_words.values() for word in words)
             total = len(self._entry_words)
             self.idf = {word: math.log1p(total / count) for word, count in counts.items()}

@@ -86,3 +86,21 @@ def test_serve_without_slack_tokens_opens_console_chat(
     assert "bot>" in result.stdout
     assert "route=retrieval" in result.stdout
     assert "source:" in result.stdout
+
+
+@pytest.mark.slow
+def test_the_console_chat_reads_like_a_chat_and_keeps_its_log_in_a_file(
+    tmp_path: Path, sample_knowledge: Path, tiny_llm_dir: Path
+) -> None:
+    """Piped questions all get their answer, the follow-up is read with the conversation, and the
+    INFO lines that used to land between prompt and answer go to the log file instead."""
+    cfg = write_config(tmp_path, sample_knowledge, tiny_llm_dir)
+    result = cli("--config", str(cfg), "chat", cwd=tmp_path,
+                 stdin="Do you ship to Canada?\nAnd how much is it?\nexit\n")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("bot>") == 2, result.stdout
+    assert "read with the conversation as: And how much is it? (Canada" in result.stdout, result.stdout
+    chatter = result.stdout + result.stderr.split("Type 'exit' to quit.")[-1]
+    assert "answered turn=" not in chatter, "no INFO line in the customer's view"
+    log = (tmp_path / "var" / "logs" / "console.log").read_text(encoding="utf-8")
+    assert "answered turn=" in log and "route=retrieval" in log
